@@ -152,3 +152,11 @@ def load_prepared(run_dir: str | Path) -> PreparedData:
         rows = tag_table[tag_table["level"] == level].sort_values("tag_idx")
         tags.append(["<pad>"] + rows["tag"].tolist())
     return PreparedData(items=items, sequences=sequences, tags=tags, config=cfg)
+
+
+def write_prepared(stage_dir: Path, items: pd.DataFrame, sequences: pd.DataFrame, tag_table: pd.DataFrame) -> None:
+    """Write the three prepared tables into a stage directory (see module docstring)."""
+    from prismrec.artifacts import atomic_write
+
+    for name, table in (("items", items), ("sequences", sequences), ("tags", tag_table)):
+        atomic_write(stage_dir / f"{name}.parquet", lambda p, t=table: t.to_parquet(p, index=False))
