@@ -1,7 +1,35 @@
-"""CLI commands of this stage (registered by prismrec/cli.py)."""
+"""``prismrec serve``: HTTP recommendations from a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from prismrec.cli_options import ConfigOption, SetOption, run_config
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("serve")
+    def serve(
+        run_dir: Annotated[Path, typer.Argument(help="Run directory with a trained model.")],
+        model: Annotated[str, typer.Option(help="Model to serve: prism, tiger, sasrec or pop.")] = "prism",
+        host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+        device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        """Serve top-k recommendations over HTTP (POST /recommend, GET /health)."""
+        import dataclasses
+
+        import uvicorn
+
+        from prismrec.recommender.inference import Recommender
+        from prismrec.serving.app import create_app
+
+        cfg = run_config(run_dir, config, set_, save=False)
+        rcfg = dataclasses.replace(cfg.recommender, model=model, device=device)
+        recommender = Recommender.load(run_dir, rcfg)
+        uvicorn.run(create_app(recommender), host=host, port=port, log_level="info")

@@ -1,0 +1,39 @@
+"""Atomic artefacts and stage directories: nothing half-written, skip when unchanged."""
+
+import pytest
+
+from prismrec.artifacts import (build_stage, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
+                                write_json)
+
+
+def test_write_json_replaces_atomically(tmp_path):
+    path = tmp_path / "x.json"
+    write_json(path, {"a": 1})
+    write_json(path, {"a": 2})
+    assert read_json(path) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp files left
+
+
+def test_failed_stage_leaves_previous_version_untouched(tmp_path):
+    final = tmp_path / "stage"
+    with build_stage(final, config={"k": 1}, inputs={"in": "abc"}) as d:
+        (d / "out.txt").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with build_stage(final, config={"k": 2}, inputs={"in": "abc"}) as d:
+            (d / "out.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert (final / "out.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]  # temp dir cleaned up
+
+
+def test_manifest_fingerprint_tracks_config_and_inputs(tmp_path):
+    final = tmp_path / "stage"
+    with build_stage(final, config={"k": 1}, inputs={"in": "abc"}):
+        pass
+    manifest = read_json(final / "manifest.json")
+    assert {"config", "inputs", "versions", "wall_seconds", "fingerprint"} <= set(manifest)
+    assert is_current(final, stage_fingerprint_for({"k": 1}, {"in": "abc"}))
+    assert not is_current(final, stage_fingerprint_for({"k": 2}, {"in": "abc"}))
+    assert not is_current(final, stage_fingerprint_for({"k": 1}, {"in": "abd"}))
+    assert stage_fingerprint(final) == manifest["fingerprint"]
+    assert stage_fingerprint(tmp_path / "absent") == "missing"
