@@ -22,6 +22,7 @@ class RecommenderConfig:
     d_moe: int = 256
     d_content_proj: int = 64
     d_collab_proj: int = 32
+    dsi_eta_init: float = 0.1      # initial weight of the DSI residual (Eq. 14; learnable)
     # SSA / ATS
     gamma: float = 5e-4
     tau_min: float = 0.5

@@ -1,0 +1,294 @@
+"""Integrated Semantic Recommender (PRISM paper section 3.4, SPEC section 5).
+
+An encoder-decoder Transformer reads a user's last items as Semantic-ID tokens
+and generates the next item's SID token by token:
+
+* input (Eq. 10): each history item contributes its T SID tokens; a token's
+  embedding = token + sequence position (recency) + depth + time-interval bucket;
+* DSI (Eq. 11-14): the token embedding is concatenated with depth-specific
+  projections of the item's content and collaborative features and the token's
+  fixed codebook vector q_l, routed through a noisy top-2-of-3 mixture of
+  experts and added back with a learnable weight eta;
+* decoder: BOS + the target's first T-1 tokens (teacher forcing); the output
+  o_l at depth l scores the depth-l vocabulary;
+* SSA (Eq. 15): o_l regresses the target's codebook vector q_l and classifies
+  the target's ground-truth category tag at level l;
+* ATS (Eq. 16-17): logits are divided by a temperature that falls with the
+  trie branching factor of the prefix (training: the ground-truth prefix over
+  the full vocabulary; generation: each beam's prefix, trie-constrained).
+
+With ``use_dsi=use_ssa=use_ats=False`` and TIGER's 4-token SIDs this is the
+TIGER baseline. Each switch removes its module entirely (no parameters, no compute).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prismrec.errors import PrismrecError
+from prismrec.recommender.base import Batch, ModelContext, SequentialRecommender
+from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.trie import SemanticIdTrie, beam_search, constrained_log_probs
+
+
+class DynamicSemanticIntegration(nn.Module):
+    """DSI, Eq. 11-14: fuse continuous item features into each SID token embedding."""
+
+    def __init__(self, depth: int, d_model: int, d_content: int, d_collab: int, d_cb: int, cfg: RecommenderConfig):
+        super().__init__()
+        # Eq. 11: one projector per SID depth, so each depth picks the granularity it needs;
+        # content goes to a low dimension so it does not drown the sparse collaborative signal
+        self.content_proj = nn.ModuleList(
+            nn.Sequential(nn.Linear(d_content, cfg.d_content_proj), nn.LayerNorm(cfg.d_content_proj)) for _ in range(depth))
+        self.collab_proj = nn.ModuleList(
+            nn.Sequential(nn.Linear(d_collab, cfg.d_collab_proj), nn.LayerNorm(cfg.d_collab_proj)) for _ in range(depth))
+        d_x = d_model + cfg.d_content_proj + cfg.d_collab_proj + d_cb
+        self.top_k = cfg.top_k_experts
+        self.gate = nn.Linear(d_x, cfg.num_experts, bias=False)  # W_g of Eq. 12
+        # experts E_i = Linear(d_x, d_moe) -> GELU -> Linear(d_moe, d_moe), stored stacked (E, in, out)
+        E = cfg.num_experts
+        self.expert_w1 = nn.Parameter(torch.randn(E, d_x, cfg.d_moe) / math.sqrt(d_x))
+        self.expert_b1 = nn.Parameter(torch.zeros(E, cfg.d_moe))
+        self.expert_w2 = nn.Parameter(torch.randn(E, cfg.d_moe, cfg.d_moe) / math.sqrt(cfg.d_moe))
+        self.expert_b2 = nn.Parameter(torch.zeros(E, cfg.d_moe))
+        self.out = nn.Linear(cfg.d_moe, d_model)            # phi_out of Eq. 14
+        # eta starts small so the SID embedding dominates at first, but non-zero so the
+        # experts receive gradient from the first step
+        self.eta = nn.Parameter(torch.tensor(float(cfg.dsi_eta_init)))
+
+    def expert_parameters(self) -> int:
+        """Parameters of one expert (for the activated-parameter count)."""
+        return sum(p[0].numel() for p in (self.expert_w1, self.expert_b1, self.expert_w2, self.expert_b2))
+
+    def forward(self, e_id: torch.Tensor, content: torch.Tensor, collab: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """e_id (B, S, T, d_model), content (B, S, d_content), collab (B, S, d_collab), q (B, S, T, d_cb)."""
+        cont = torch.stack([proj(content) for proj in self.content_proj], dim=2)   # (B, S, T, d_cp)
+        coll = torch.stack([proj(collab) for proj in self.collab_proj], dim=2)     # (B, S, T, d_colp)
+        x = torch.cat([e_id, cont, coll, q.to(e_id.dtype)], dim=-1)                 # Eq. 11
+        logits = self.gate(x)
+        if self.training:  # Eq. 12: exploration noise only while training
+            logits = logits + torch.randn_like(logits)
+        top, chosen = logits.topk(self.top_k, dim=-1)
+        # Eq. 13: softmax over the selected logits only; unselected experts weigh exactly 0
+        weights = torch.zeros_like(logits).scatter(-1, chosen, top.softmax(-1))
+        # With 3 experts, running all of them densely (1.5x the FLOPs of top-2) is cheaper than
+        # gathering tokens per expert; the zero weights make the result exactly the top-2 mixture.
+        hidden = F.gelu(torch.einsum("...i,eio->...eo", x, self.expert_w1) + self.expert_b1)
+        experts = torch.einsum("...ei,eio->...eo", hidden, self.expert_w2) + self.expert_b2   # (..., E, d_moe)
+        h_moe = (weights.unsqueeze(-1) * experts).sum(-2)
+        return e_id + self.eta * self.out(h_moe)                                    # Eq. 14
+
+
+class SemanticStructureAlignment(nn.Module):
+    """SSA, Eq. 15: o_l regresses the target's codebook vector and classifies its level-l tag."""
+
+    def __init__(self, d_model: int, d_cb: int, num_quantized: int, tag_vocab_sizes: list[int]):
+        super().__init__()
+        self.regress = nn.ModuleList(nn.Linear(d_model, d_cb) for _ in range(num_quantized))    # phi_reg^(l)
+        self.classify = nn.ModuleList(nn.Linear(d_model, v) for v in tag_vocab_sizes)           # phi_cls^(l)
+
+    def forward(self, out: torch.Tensor, target_q: torch.Tensor, target_tags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """out (B, T, d_model), target_q (B, L, d_cb), target_tags (B, levels) with 0 = PAD."""
+        reg = sum(((head(out[:, l]).float() - target_q[:, l]) ** 2).sum(-1).mean()
+                  for l, head in enumerate(self.regress))
+        cls = out.new_zeros((), dtype=torch.float32)
+        for l, head in enumerate(self.classify):
+            tags = target_tags[:, l]
+            known = (tags != 0).sum()
+            # PAD tags are ignored; a batch without any known tag contributes 0 rather than NaN
+            cls = cls + F.cross_entropy(head(out[:, l]).float(), tags, ignore_index=0, reduction="sum") / known.clamp_min(1)
+        return reg, cls
+
+
+class IntegratedSemanticRecommender(SequentialRecommender):
+    def __init__(self, codes: np.ndarray, codebooks: np.ndarray, vocab_sizes: list[int], cfg: RecommenderConfig,
+                 num_time_buckets: int, max_history: int, content: Optional[np.ndarray] = None,
+                 collab: Optional[np.ndarray] = None, item_tags: Optional[np.ndarray] = None,
+                 tag_vocab_sizes: Optional[list[int]] = None):
+        super().__init__()
+        self.cfg = cfg
+        num_items, depth = codes.shape
+        num_quantized, _, d_cb = codebooks.shape
+        d = cfg.d_model
+        self.depth, self.max_history, self.num_time_buckets = depth, max_history, num_time_buckets
+
+        # ---- catalog tables (rebuilt from the run directory, so not saved in checkpoints)
+        self.trie = SemanticIdTrie(codes, vocab_sizes)
+        offsets = torch.tensor([0] + list(np.cumsum(vocab_sizes)[:-1]), dtype=torch.long)
+        self.register_buffer("item_tokens", self.trie.codes + offsets, persistent=False)  # ids in one token table
+        if cfg.use_dsi or cfg.use_ssa:
+            # q_l of each item's token at each depth; TIGER's collision token has no codebook: zeros
+            q = np.zeros((num_items, depth, d_cb), dtype=np.float32)
+            L = min(num_quantized, depth)
+            q[:, :L] = np.stack([codebooks[l][codes[:, l]] for l in range(L)], axis=1)
+            self.register_buffer("item_q", torch.from_numpy(q), persistent=False)
+
+        # ---- Eq. 10 input embedding
+        self.token_emb = nn.Embedding(int(sum(vocab_sizes)), d)
+        self.seq_pos_emb = nn.Embedding(max_history, d)   # P_seq, indexed by recency (0 = most recent)
+        self.depth_emb = nn.Embedding(depth, d)           # P_hier
+        self.time_emb = nn.Embedding(num_time_buckets, d)  # P_time
+        self.dsi = None
+        if cfg.use_dsi:
+            if content is None or collab is None:
+                raise PrismrecError("DSI needs item features: run `prismrec features RUN_DIR` or train with --no-dsi")
+            self.register_buffer("item_content", torch.tensor(np.asarray(content), dtype=torch.float32), persistent=False)
+            self.register_buffer("item_collab", torch.tensor(np.asarray(collab), dtype=torch.float32), persistent=False)
+            self.dsi = DynamicSemanticIntegration(depth, d, content.shape[1], collab.shape[1], d_cb, cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+        # ---- backbone: pre-LN encoder-decoder (num_heads 4 by default: the paper's 6 do not divide 128)
+        def enc_layer():
+            return nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="gelu",
+                                              batch_first=True, norm_first=True)
+
+        def dec_layer():
+            return nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="gelu",
+                                              batch_first=True, norm_first=True)
+
+        self.encoder = nn.TransformerEncoder(enc_layer(), cfg.encoder_layers, norm=nn.LayerNorm(d),
+                                             enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(dec_layer(), cfg.decoder_layers, norm=nn.LayerNorm(d))
+        self.bos = nn.Parameter(torch.randn(d))
+        self.dec_pos_emb = nn.Embedding(depth, d)         # decoder position = depth being generated
+        self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)  # w_j of Eq. 17, per depth
+
+        # ---- SSA
+        self.ssa = None
+        if cfg.use_ssa:
+            if item_tags is None or tag_vocab_sizes is None:
+                raise PrismrecError("SSA needs item tags from the prepared data (items.parquet tag_1..tag_L)")
+            levels = min(depth, len(tag_vocab_sizes))
+            self.register_buffer("item_tags", torch.tensor(np.asarray(item_tags)[:, :levels], dtype=torch.long), persistent=False)
+            self.ssa = SemanticStructureAlignment(d, d_cb, min(num_quantized, depth), list(tag_vocab_sizes[:levels]))
+
+        # ---- ATS: no parameters, only the branching factor of every item's own prefixes
+        self.n_ref = math.sqrt(num_items) / 2.0
+        if cfg.use_ats:
+            self.register_buffer("item_branching", self.trie.item_branching().float(), persistent=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_context(cls, ctx: ModelContext, cfg: RecommenderConfig) -> "IntegratedSemanticRecommender":
+        if ctx.sids is None:
+            raise PrismrecError("the recommender needs Semantic IDs: run `prismrec tokenize RUN_DIR` first")
+        if len(ctx.sids.codes) != ctx.num_items:
+            raise PrismrecError(f"sids.parquet has {len(ctx.sids.codes)} items but data/items.parquet has "
+                                f"{ctx.num_items}: re-run `prismrec tokenize RUN_DIR --force`")
+        features = ctx.features if cfg.use_dsi else None
+        tags = ctx.data.item_tags() if cfg.use_ssa else None
+        return cls(ctx.sids.codes, ctx.sids.codebooks, ctx.sids.vocab_sizes, cfg,
+                   num_time_buckets=ctx.data.config.num_time_buckets, max_history=ctx.data.config.max_history,
+                   content=None if features is None else features.content,
+                   collab=None if features is None else features.collab,
+                   item_tags=tags, tag_vocab_sizes=[len(t) for t in ctx.data.tags] if cfg.use_ssa else None)
+
+    def num_parameters(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        inactive = 0 if self.dsi is None else (self.cfg.num_experts - self.cfg.top_k_experts) * self.dsi.expert_parameters()
+        return {"total": total, "active": total - inactive}
+
+    # ------------------------------------------------------------------ pieces
+    def temperature(self, branching: torch.Tensor) -> torch.Tensor:
+        """ATS, Eq. 16: tau_gen(N_l), low (sharp) in dense branches, tau_max where few children exist."""
+        c = self.cfg
+        return c.tau_min + (c.tau_max - c.tau_min) * torch.exp(-c.ats_alpha * branching / self.n_ref)
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder memory (B, S*T, d) and its padding mask (B, S*T) for a batch of histories."""
+        history = batch.history
+        B, S = history.shape
+        items = history.clamp_min(0)
+        recency = (S - 1 - torch.arange(S, device=history.device)).clamp_max(self.max_history - 1)
+        e = (self.token_emb(self.item_tokens[items])                                   # (B, S, T, d)
+             + self.seq_pos_emb(recency)[None, :, None]
+             + self.depth_emb.weight[None, None]
+             + self.time_emb(batch.time_bucket.clamp(0, self.num_time_buckets - 1))[:, :, None])
+        if self.dsi is not None:
+            e = self.dsi(e, self.item_content[items], self.item_collab[items], self.item_q[items])
+        pad = (history < 0).repeat_interleave(self.depth, dim=1)
+        # an empty history would leave attention nothing to look at (NaN): let it see its padding
+        pad = pad & (batch.length > 0).unsqueeze(1)
+        memory = self.encoder(self.dropout(e.flatten(1, 2)), src_key_padding_mask=pad)
+        return memory, pad
+
+    def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Decoder outputs (M, d+1, d_model) for BOS + ``prefix`` (M, d) token-table ids."""
+        M, n = prefix.shape
+        x = torch.cat([self.bos.expand(M, 1, -1), self.token_emb(prefix)], dim=1) + self.dec_pos_emb.weight[: n + 1]
+        causal = torch.ones(n + 1, n + 1, dtype=torch.bool, device=prefix.device).triu(1)
+        return self.decoder(self.dropout(x), memory, tgt_mask=causal, tgt_is_causal=True,
+                            memory_key_padding_mask=memory_pad)
+
+    # ------------------------------------------------------------------ contract
+    def calculate_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        memory, pad = self.encode(batch)
+        target = batch.target
+        out = self.decode(memory, pad, self.item_tokens[target, :-1])                 # (B, T, d): o_1..o_T
+        codes = self.trie.codes[target]
+        tau = self.temperature(self.item_branching[target]) if self.cfg.use_ats else None
+        gen = out.new_zeros((), dtype=torch.float32)
+        for d, head in enumerate(self.heads):  # Eq. 17: full-vocabulary softmax at each depth
+            logits = head(out[:, d]).float()
+            if tau is not None:
+                logits = logits / tau[:, d : d + 1]
+            gen = gen + F.cross_entropy(logits, codes[:, d])
+        parts = {"gen": gen.detach()}
+        loss = gen
+        if self.ssa is not None:
+            reg, cls = self.ssa(out, self.item_q[target], self.item_tags[target])
+            loss = loss + self.cfg.gamma * (reg + cls)                                   # Eq. 18
+            parts.update(ssa_reg=reg.detach(), ssa_cls=cls.detach())
+        return {"loss": loss, **parts}
+
+    @torch.no_grad()
+    def rank(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k items by trie-constrained beam search (beam width max(cfg.beam_size, k)).
+
+        Call ``model.eval()`` first (dropout and gate noise are training-only).
+        """
+        memory, pad = self.encode(batch)
+        B = memory.shape[0]
+        offsets = self.item_tokens[0] - self.trie.codes[0]
+
+        def step_logits(tokens: torch.Tensor, d: int) -> torch.Tensor:
+            W = tokens.shape[1]
+            # the encoder ran once per user; each of its W beams reads the same memory
+            mem = memory.unsqueeze(1).expand(-1, W, -1, -1).flatten(0, 1)
+            mem_pad = pad.unsqueeze(1).expand(-1, W, -1).flatten(0, 1)
+            out = self.decode(mem, mem_pad, tokens.flatten(0, 1) + offsets[:d])[:, -1]
+            return self.heads[d](out).view(B, W, -1)
+
+        temperature = self.temperature if self.cfg.use_ats else None
+        items, scores = beam_search(step_logits, self.trie, B, max(self.cfg.beam_size, k), temperature)
+        return items[:, :k], scores[:, :k]
+
+    @torch.no_grad()
+    def score_items(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, C) score of given items — the same trie-constrained, temperature-scaled
+        log-probability beam search accumulates, computed by teacher forcing.
+
+        Exhaustive reference for tests and small catalogs (memory grows with B * C).
+        """
+        memory, pad = self.encode(batch)
+        B, C = candidates.shape
+        flat = candidates.flatten()
+        mem = memory.unsqueeze(1).expand(-1, C, -1, -1).flatten(0, 1)
+        mem_pad = pad.unsqueeze(1).expand(-1, C, -1).flatten(0, 1)
+        out = self.decode(mem, mem_pad, self.item_tokens[flat, :-1])
+        codes = self.trie.codes[flat]
+        total = torch.zeros(len(flat), device=out.device)
+        for d, head in enumerate(self.heads):
+            valid = self.trie.item_child_masks(flat, d)
+            tau = None
+            if self.cfg.use_ats:
+                tau = self.temperature(self.trie.branching(d)[self.trie.item_nodes[flat, d]].float())
+            logp = constrained_log_probs(head(out[:, d]), valid, tau)
+            total = total + logp.gather(1, codes[:, d : d + 1]).squeeze(1)
+        return total.view(B, C)
