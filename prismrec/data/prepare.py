@@ -165,7 +165,8 @@ def _items_table(item_ids: pd.Index, raw: RawData, cfg: DataConfig) -> pd.DataFr
     title = meta["title"].fillna("").astype(str).to_numpy()
     brand = meta["brand"].fillna("").astype(str).to_numpy()
     free = meta["free_text"].fillna("").astype(str).to_numpy()
-    text = [item_text(t, b, p, f) for t, b, p, f in zip(title, brand, paths, free)]
+    shown = paths if raw.category_in_text else [[] for _ in paths]
+    text = [item_text(t, b, p, f) for t, b, p, f in zip(title, brand, shown, free)]
     text = [t if t else cfg.missing_text.format(item_id=i) for t, i in zip(text, item_ids)]
     return pd.DataFrame({
         "item_idx": np.arange(len(item_ids), dtype=np.int32),

@@ -53,6 +53,7 @@ class RawData:
     drop_category_root: bool = False        # Amazon paths start with the category itself ("Beauty")
     inputs: dict[str, Path] = field(default_factory=dict)  # name -> file, for fingerprints
     duplicate_items: int = 0                 # metadata rows dropped as duplicates (first kept)
+    category_in_text: bool = True            # False when free_text already lists the categories (ML-100K genres)
 
 
 # ----------------------------------------------------------------------------- files
@@ -296,10 +297,10 @@ def read_recbole(name_or_dir: str | Path) -> RawData:
     if item_path is not None:
         table = read_atomic(item_path)
         _require_columns(table, item_path, ["item_id"])
-        items, dups = _recbole_items(table), 0
-        items, dups = _dedup_items(items, item_path)
+        items, dups = _dedup_items(_recbole_items(table), item_path)
         inputs[item_path.name] = item_path
-    return RawData(interactions, items, drop_category_root=False, inputs=inputs, duplicate_items=dups)
+    return RawData(interactions, items, drop_category_root=False, inputs=inputs, duplicate_items=dups,
+                   category_in_text=False)
 
 
 def _first(table: pd.DataFrame, names: tuple[str, ...]) -> pd.Series:
