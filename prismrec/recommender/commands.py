@@ -1,7 +1,88 @@
-"""CLI commands of this stage (registered by prismrec/cli.py)."""
+"""CLI commands of the recommender stage: ``train``, ``evaluate``, ``recommend``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from prismrec.cli_options import ConfigOption, ForceOption, SetOption, run_config
+
+RunDir = Annotated[Path, typer.Argument(help="Run directory (made by `prismrec prepare`).")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help="prism | tiger | sasrec | pop (default: config).")]
+NoDsi = Annotated[bool, typer.Option("--no-dsi", help="PRISM without dynamic semantic integration.")]
+NoSsa = Annotated[bool, typer.Option("--no-ssa", help="PRISM without semantic structure alignment.")]
+NoAts = Annotated[bool, typer.Option("--no-ats", help="PRISM without adaptive temperature scaling.")]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: config).")]
+DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (default: config).")]
+
+
+def resolve(run_dir: Path, config: Optional[Path], sets: Optional[list[str]], model: Optional[str], no_dsi: bool,
+            no_ssa: bool, no_ats: bool, seed: Optional[int], device: Optional[str], max_minutes: Optional[float] = None):
+    """The run's config with the command-line switches applied to its recommender section."""
+    from prismrec.recommender.registry import check_model
+
+    cfg = run_config(run_dir, config, sets)
+    changes = {k: v for k, v in (("model", model), ("seed", seed), ("device", device), ("max_minutes", max_minutes))
+               if v is not None}
+    changes.update({k: False for k, off in (("use_dsi", no_dsi), ("use_ssa", no_ssa), ("use_ats", no_ats)) if off})
+    cfg.recommender = dataclasses.replace(cfg.recommender, **changes)
+    check_model(cfg.recommender)
+    return cfg
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def train(run_dir: RunDir, model: ModelOption = None, no_dsi: NoDsi = False, no_ssa: NoSsa = False,
+              no_ats: NoAts = False, seed: SeedOption = None, device: DeviceOption = None,
+              max_minutes: Annotated[Optional[float], typer.Option(
+                  "--max-minutes", help="Stop cleanly after this many minutes (keeps the best checkpoint; "
+                                        "running again resumes).")] = None,
+              config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False) -> None:
+        """Train a recommender with early stopping on validation NDCG@10 (resumable)."""
+        from prismrec.artifacts import read_json
+        from prismrec.recommender.trainer import train_run
+
+        cfg = resolve(run_dir, config, set_, model, no_dsi, no_ssa, no_ats, seed, device, max_minutes)
+        out = train_run(run_dir, cfg, force=force)
+        log = read_json(out / "train_log.json")
+        best = log.get("best_valid_ndcg@10")
+        typer.echo(f"{out}: {log.get('stop_reason')}, best epoch {log.get('best_epoch')}"
+                   + (f", valid NDCG@10 {best:.4f}" if isinstance(best, float) and best >= 0 else ""))
+
+    @app.command()
+    def evaluate(run_dir: RunDir, model: ModelOption = None, no_dsi: NoDsi = False, no_ssa: NoSsa = False,
+                 no_ats: NoAts = False, seed: SeedOption = None, device: DeviceOption = None,
+                 config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False) -> None:
+        """Score the selected checkpoint on the test set once; write RUN_DIR/eval/<model>/metrics.{json,md}."""
+        from prismrec.evaluation.evaluator import evaluate_run
+        from prismrec.evaluation.metrics import markdown_table
+
+        cfg = resolve(run_dir, config, set_, model, no_dsi, no_ssa, no_ats, seed, device)
+        results = evaluate_run(run_dir, cfg, force=force)
+        typer.echo(markdown_table(results, title=results.get("model", "")))
+
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def recommend(ctx: typer.Context, run_dir: RunDir,
+                  history: Annotated[list[str], typer.Option(
+                      "--history", help="Item ids, oldest first: --history A B C (or repeat --history).")],
+                  k: Annotated[int, typer.Option("-k", "--top", help="Number of items.")] = 10,
+                  model: ModelOption = None, no_dsi: NoDsi = False, no_ssa: NoSsa = False, no_ats: NoAts = False,
+                  seed: SeedOption = None, device: DeviceOption = None,
+                  config: ConfigOption = None, set_: SetOption = None) -> None:
+        """Top-k next items (raw ids, titles, scores) for a history."""
+        from prismrec.errors import PrismrecError
+        from prismrec.recommender.inference import Recommender
+
+        # click options take one value each: the ids after the first arrive as extra arguments
+        stray = [a for a in ctx.args if a.startswith("-")]
+        if stray:
+            raise PrismrecError(f"recommend: unknown option(s) {' '.join(stray)}; see `prismrec recommend --help`")
+        history = [i for part in [*history, *ctx.args] for i in part.split(",") if i]
+
+        cfg = resolve(run_dir, config, set_, model, no_dsi, no_ssa, no_ats, seed, device)
+        rec = Recommender.load(run_dir, cfg)
+        for rank, row in enumerate(rec.recommend(history, k), start=1):
+            typer.echo(f"{rank:>3}  {row['item_id']}  {row['score']:.4f}  {row['title']}")

@@ -36,6 +36,7 @@ class RecommenderConfig:
     sasrec_heads: int = 1
     sasrec_dropout: float = 0.5
     sasrec_lr: float = 1e-3
+    sasrec_schedule: str = "constant"  # constant | warmup-cosine (the generative models use warmup-cosine)
     # training
     lr: float = 5e-4
     weight_decay: float = 0.0

@@ -1,0 +1,96 @@
+"""The evaluation protocol: batched ranking of a split, and ``evaluate_run`` (SPEC section 6).
+
+Validation is scored during training (model selection); the test split is scored
+once, here, at the selected (best-validation) checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from prismrec.artifacts import build_stage, is_current, stage_fingerprint, stage_fingerprint_for, read_json, write_text
+from prismrec.data.dataset import Examples
+from prismrec.evaluation.metrics import (GROUPS, KS, group_metrics, markdown_table, metrics_from_positions,
+                                         popularity_groups, target_positions)
+from prismrec.recommender.base import Batch, SequentialRecommender
+
+log = logging.getLogger("prismrec")
+
+
+def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Example indices sorted by history length and cut into batches (short inputs stay short)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def rank_examples(model: SequentialRecommender, examples: Examples, k: int = max(KS), batch_size: int = 512,
+                  device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
+    """(n, k) ranked item_idx of every example (-1 where the model produced fewer than k)."""
+    was_training = model.training
+    model.eval()
+    ranked = np.full((len(examples), k), -1, dtype=np.int64)
+    batches = length_batches(examples.length, batch_size)
+    for index in tqdm(batches, desc="ranking", unit="batch", disable=None if progress else True, leave=False):
+        items, _ = model.rank(Batch.from_examples(examples, index, device).trimmed(), k)
+        items = items.cpu().numpy()
+        ranked[index, :items.shape[1]] = items[:, :k]
+    model.train(was_training)
+    return ranked
+
+
+def evaluate_examples(model: SequentialRecommender, examples: Examples, **kwargs) -> dict[str, float]:
+    """Recall@K / NDCG@K over all examples of a split."""
+    return metrics_from_positions(target_positions(rank_examples(model, examples, **kwargs), examples.target))
+
+
+def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
+    """Score the selected checkpoint on valid and test; write ``RUN_DIR/eval/<model>/metrics.{json,md}``.
+
+    ``cfg`` is the pipeline config (or its ``recommender`` section).
+    """
+    from prismrec.recommender.registry import model_dir_name
+    from prismrec.recommender.trainer import load_trained, resolve_device, require_trained
+
+    rcfg = getattr(cfg, "recommender", cfg)
+    run_dir = Path(run_dir)
+    name = model_dir_name(rcfg)
+    model_stage = require_trained(run_dir, rcfg)
+    final = run_dir / "eval" / name
+    settings = {"ks": list(KS), "eval_batch_size": rcfg.eval_batch_size, "beam_size": rcfg.beam_size}
+    inputs = {"model": stage_fingerprint(model_stage)}
+    if not force and is_current(final, stage_fingerprint_for(settings, inputs)):
+        log.info("evaluate %s: unchanged, reusing %s", name, final)
+        return read_json(final / "metrics.json")
+
+    device = resolve_device(rcfg.device)
+    model, ctx, checkpoint = load_trained(run_dir, rcfg, device)
+    start = time.time()
+    kwargs = dict(batch_size=rcfg.eval_batch_size, device=device, progress=True)
+    test = ctx.data.examples("test")
+    test_positions = target_positions(rank_examples(model, test, **kwargs), test.target)
+    valid = evaluate_examples(model, ctx.data.examples("valid"), **kwargs)
+    item_group = popularity_groups(ctx.data.items["train_count"].to_numpy())
+    results = {
+        "model": name,
+        "test": metrics_from_positions(test_positions),
+        "valid": valid,
+        "groups": group_metrics(test_positions, test.target, item_group),
+        "users": int(len(test)),
+        "group_users": {g: int((item_group[test.target] == i).sum()) for i, g in enumerate(GROUPS)},
+        "checkpoint_epoch": checkpoint.get("epoch"),
+        "parameters": model.num_parameters(),
+        "seconds": round(time.time() - start, 2),
+    }
+    with build_stage(final, config=settings, inputs=inputs) as stage:
+        from prismrec.artifacts import write_json
+
+        write_json(stage / "metrics.json", results)
+        write_text(stage / "metrics.md", markdown_table(results, title=f"{name} (epoch {checkpoint.get('epoch')})"))
+    return results

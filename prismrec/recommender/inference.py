@@ -1,0 +1,87 @@
+"""Next-item recommendations from a trained model, for the CLI and the HTTP server.
+
+    rec = Recommender.load(run_dir, cfg)            # cfg: PipelineConfig or RecommenderConfig
+    rec.recommend(["B0001", "B0002"], k=10)         # [{"item_id", "title", "score"}, ...]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from prismrec.data.dataset import PAD, time_bucket
+from prismrec.errors import PrismrecError
+from prismrec.recommender.base import Batch
+
+
+class Recommender:
+    def __init__(self, model, ctx, checkpoint: dict, name: str, device: torch.device):
+        self.model, self.ctx, self.checkpoint, self.name, self.device = model, ctx, checkpoint, name, device
+        items = ctx.data.items
+        self.item_ids = items["item_id"].astype(str).to_numpy()
+        self.titles = items["title"].fillna("").astype(str).to_numpy()
+        self.index = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self.max_history = ctx.data.config.max_history
+        self.num_time_buckets = ctx.data.config.num_time_buckets
+
+    @classmethod
+    def load(cls, run_dir: str | Path, cfg, device: str | None = None) -> "Recommender":
+        from prismrec.recommender.registry import model_dir_name
+        from prismrec.recommender.trainer import load_trained, resolve_device
+
+        rcfg = getattr(cfg, "recommender", cfg)
+        dev = resolve_device(device or rcfg.device)
+        model, ctx, checkpoint = load_trained(run_dir, rcfg, dev)
+        return cls(model, ctx, checkpoint, model_dir_name(rcfg), dev)
+
+    def item_indices(self, history_item_ids: Sequence[str]) -> np.ndarray:
+        unknown = [i for i in history_item_ids if str(i) not in self.index]
+        if unknown:
+            shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+            raise PrismrecError(f"history: unknown item id(s) {shown} (not in the run's items table)")
+        if not history_item_ids:
+            raise PrismrecError("history: expected at least one item id")
+        return np.array([self.index[str(i)] for i in history_item_ids], dtype=np.int64)
+
+    def make_batch(self, histories: list[Sequence[str]], timestamps: Optional[list[Sequence[int]]] = None) -> Batch:
+        """One left-padded row per history (most recent item last), as the dataset builds them.
+
+        Without timestamps the time-interval buckets are 0 (unknown), like a first item.
+        """
+        H = self.max_history
+        rows = np.full((len(histories), H), PAD, dtype=np.int64)
+        buckets = np.zeros((len(histories), H), dtype=np.int64)
+        lengths = np.zeros(len(histories), dtype=np.int64)
+        for r, history in enumerate(histories):
+            idx = self.item_indices(history)[-H:]
+            rows[r, H - len(idx):] = idx
+            lengths[r] = len(idx)
+            if timestamps is not None:
+                t = np.asarray(timestamps[r], dtype=np.int64)
+                if len(t) != len(history):
+                    raise PrismrecError(f"timestamps: expected {len(history)} values (one per history item), got {len(t)}")
+                delta = np.diff(t, prepend=t[0])
+                first = np.zeros(len(t), dtype=bool)
+                first[0] = True
+                buckets[r, H - len(idx):] = time_bucket(delta, first, self.num_time_buckets)[-H:]
+        as_t = lambda a: torch.as_tensor(a, device=self.device)
+        return Batch(as_t(rows), as_t(buckets), as_t(lengths), as_t(np.zeros(len(histories), dtype=np.int64))).trimmed()
+
+    @torch.no_grad()
+    def recommend_many(self, histories: list[Sequence[str]], k: int = 10,
+                       timestamps: Optional[list[Sequence[int]]] = None) -> list[list[dict]]:
+        if k < 1:
+            raise PrismrecError(f"k: expected a positive number of items, got {k}")
+        items, scores = self.model.rank(self.make_batch(histories, timestamps), k)
+        items, scores = items.cpu().numpy(), scores.float().cpu().numpy()
+        return [[{"item_id": str(self.item_ids[i]), "title": str(self.titles[i]), "score": float(s)}
+                 for i, s in zip(row_items, row_scores) if i >= 0]
+                for row_items, row_scores in zip(items, scores)]
+
+    def recommend(self, history_item_ids: Sequence[str], k: int = 10,
+                  timestamps: Optional[Sequence[int]] = None) -> list[dict]:
+        """Top-k next items for one history (oldest first), best first."""
+        return self.recommend_many([history_item_ids], k, None if timestamps is None else [timestamps])[0]

@@ -1,0 +1,92 @@
+"""Which model a config names, what it needs from the run directory, and how to build it.
+
+Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
+``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
+``pop``, each with ``-seed{N}`` appended when the seed is not 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from prismrec.artifacts import stage_fingerprint
+from prismrec.errors import PrismrecError
+from prismrec.recommender.base import ModelContext, SequentialRecommender
+from prismrec.recommender.config import RecommenderConfig
+
+MODEL_NAMES = ("prism", "tiger", "sasrec", "pop")
+SID_VARIANT = {"prism": "tokenizer", "tiger": "tokenizer-tiger"}
+
+
+def check_model(cfg: RecommenderConfig) -> None:
+    if cfg.model not in MODEL_NAMES:
+        raise PrismrecError(f"recommender.model: expected one of {', '.join(MODEL_NAMES)}, got {cfg.model!r}")
+
+
+def effective_config(cfg: RecommenderConfig) -> RecommenderConfig:
+    """The config the model really runs with: TIGER is PRISM's backbone with every module off."""
+    check_model(cfg)
+    if cfg.model == "tiger":
+        return dataclasses.replace(cfg, use_dsi=False, use_ssa=False, use_ats=False)
+    return cfg
+
+
+def model_dir_name(cfg: RecommenderConfig) -> str:
+    check_model(cfg)
+    name = cfg.model
+    if cfg.model == "prism":
+        name += "".join(f"-no-{m}" for m, on in (("dsi", cfg.use_dsi), ("ssa", cfg.use_ssa), ("ats", cfg.use_ats))
+                        if not on)
+    if cfg.seed != 0:
+        name += f"-seed{cfg.seed}"
+    return name
+
+
+def input_stages(cfg: RecommenderConfig) -> list[str]:
+    """Run-directory stages the model reads."""
+    check_model(cfg)
+    if cfg.model == "prism":
+        return ["data", "features", SID_VARIANT["prism"]]
+    if cfg.model == "tiger":
+        return ["data", SID_VARIANT["tiger"]]
+    return ["data"]
+
+
+def stage_inputs(run_dir: str | Path, cfg: RecommenderConfig) -> dict[str, str]:
+    """Fingerprints of the input stages (a retrained tokenizer invalidates the model)."""
+    return {name: stage_fingerprint(Path(run_dir) / name) for name in input_stages(cfg)}
+
+
+def load_context(run_dir: str | Path, cfg: RecommenderConfig) -> ModelContext:
+    """Everything the model needs from the run directory, with a clear error for a missing stage."""
+    from prismrec.data.dataset import load_prepared
+
+    check_model(cfg)
+    data = load_prepared(run_dir)
+    if cfg.model == "prism":
+        from prismrec.features.store import load_features
+        from prismrec.tokenizer.store import load_sids
+
+        return ModelContext(data=data, features=load_features(run_dir), sids=load_sids(run_dir, SID_VARIANT["prism"]))
+    if cfg.model == "tiger":
+        from prismrec.tokenizer.store import load_sids
+
+        return ModelContext(data=data, sids=load_sids(run_dir, SID_VARIANT["tiger"]))
+    return ModelContext(data=data)
+
+
+def build_model(ctx: ModelContext, cfg: RecommenderConfig) -> SequentialRecommender:
+    cfg = effective_config(cfg)
+    if cfg.model == "sasrec":
+        from prismrec.baselines.sasrec import SASRec
+
+        return SASRec.from_context(ctx, cfg)
+    if cfg.model == "pop":
+        from prismrec.baselines.popularity import MostPopular
+
+        return MostPopular.from_context(ctx, cfg)
+    # imported lazily: the generative model is the heaviest module and optional for the baselines
+    from prismrec.recommender.isr import IntegratedSemanticRecommender
+
+    return IntegratedSemanticRecommender.from_context(ctx, cfg)

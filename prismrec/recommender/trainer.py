@@ -1,0 +1,281 @@
+"""Generic trainer of any ``SequentialRecommender`` (PRISM, TIGER, SASRec; most-popular just stores).
+
+``train_run(run_dir, cfg)`` writes ``RUN_DIR/models/<name>/``:
+
+``best.pt``         the checkpoint with the best validation NDCG@10 (model selection)
+``last.pt``         resumable state (model, optimizer, scheduler, epoch + step, best, RNG),
+                    written atomically after every epoch and when a time budget stops the run
+``train_log.json``  per-epoch loss, validation metrics and seconds
+``manifest.json``   written when training ends (early stop, last epoch or time budget);
+                    config + input fingerprints, so an unchanged model is not retrained
+
+Batches are length-bucketed: examples are shuffled, sorted by history length
+(stable, so equal lengths stay shuffled), cut into batches and the batch order
+shuffled again, so a batch of short histories runs on a short (trimmed) input.
+The batch order of an epoch depends only on (seed, epoch), which lets a resumed
+run skip exactly the batches it already trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from prismrec.artifacts import (MANIFEST, _versions, atomic_write, is_current, read_json, stage_fingerprint_for,
+                                write_json)
+from prismrec.errors import MissingStageError, PrismrecError
+from prismrec.evaluation.evaluator import evaluate_examples
+from prismrec.recommender.base import Batch, SequentialRecommender
+from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.registry import build_model, check_model, load_context, model_dir_name, stage_inputs
+
+log = logging.getLogger("prismrec")
+
+SELECT_ON = "ndcg@10"
+CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epochs
+# fields that change how the model is trained; device, budget and eval batch size do not
+NOT_TRAINING_SETTINGS = ("device", "max_minutes", "eval_batch_size")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PrismrecError(f"recommender.device: {name!r} requested but CUDA is not available (use cpu)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise PrismrecError(f"recommender.device: expected auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled, length-bucketed batches of example indices (see module docstring)."""
+    shuffled = rng.permutation(len(lengths))
+    by_length = shuffled[np.argsort(lengths[shuffled], kind="stable")]
+    batches = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def lr_schedule(kind: str, total_steps: int, warmup_ratio: float):
+    """Multiplier of the base learning rate at each optimizer step."""
+    if kind == "constant":
+        return lambda step: 1.0
+    if kind != "warmup-cosine":
+        raise PrismrecError(f"recommender schedule: expected constant or warmup-cosine, got {kind!r}")
+    warmup = max(1, int(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def training_settings(cfg: RecommenderConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRAINING_SETTINGS}
+
+
+def model_dir(run_dir: str | Path, cfg: RecommenderConfig) -> Path:
+    return Path(run_dir) / "models" / model_dir_name(cfg)
+
+
+def save_checkpoint(path: Path, obj: dict) -> None:
+    atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def require_trained(run_dir: str | Path, cfg: RecommenderConfig) -> Path:
+    path = model_dir(run_dir, cfg)
+    if not (path / MANIFEST).exists() or not (path / "best.pt").exists():
+        raise MissingStageError(f"{path}: trained model '{path.name}' not found; run "
+                                f"`prismrec train {run_dir} --model {cfg.model}` (same switches and seed) first")
+    return path
+
+
+def load_trained(run_dir: str | Path, cfg: RecommenderConfig, device: torch.device | str = "cpu"):
+    """(model in eval mode, its ModelContext, the best checkpoint dict)."""
+    path = require_trained(run_dir, cfg)
+    ctx = load_context(run_dir, cfg)
+    model = build_model(ctx, cfg)
+    checkpoint = torch.load(path / "best.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), ctx, checkpoint
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
+    """Train the configured model on ``RUN_DIR`` and return its model directory.
+
+    ``cfg`` is the pipeline config (or its ``recommender`` section). An unchanged,
+    finished model is reused unless ``force``; an interrupted or time-limited run
+    resumes from ``last.pt``.
+    """
+    rcfg: RecommenderConfig = getattr(cfg, "recommender", cfg)
+    check_model(rcfg)
+    run_dir = Path(run_dir)
+    out = model_dir(run_dir, rcfg)
+    ctx = load_context(run_dir, rcfg)  # clear error when an input stage is missing
+    settings = training_settings(rcfg)
+    inputs = stage_inputs(run_dir, rcfg)
+    fingerprint = stage_fingerprint_for(settings, inputs)
+    if not force and is_current(out, fingerprint) and read_json(out / MANIFEST).get("stop_reason") != "time_budget":
+        log.info("train %s: unchanged, reusing %s", out.name, out)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # the directory is in flux until training ends
+
+    device = resolve_device(rcfg.device)
+    seed_everything(rcfg.seed)
+    model = build_model(ctx, rcfg).to(device)
+    started = time.time()
+    params = model.num_parameters()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:  # most-popular: nothing to fit, store it as the selected model
+        save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
+                                          "config": dataclasses.asdict(rcfg)})
+        write_json(out / "train_log.json", {"model": out.name, "epochs": [], "best_epoch": 0,
+                                            "stop_reason": "no_parameters", "parameters": params})
+        _write_manifest(out, settings, inputs, fingerprint, "no_parameters", started)
+        return out
+
+    train, valid = ctx.data.examples("train"), ctx.data.examples("valid")
+    if len(train) == 0:
+        raise PrismrecError(f"{run_dir / 'data'}: no training examples (every user needs at least 4 items)")
+    sasrec = rcfg.model == "sasrec"
+    optimizer = torch.optim.Adam(trainable, lr=rcfg.sasrec_lr if sasrec else rcfg.lr, weight_decay=rcfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / rcfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
+        rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_ratio))
+    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
+             "log": [], "stop_reason": None}
+
+    last = out / "last.pt"
+    if last.exists() and not force:
+        saved = torch.load(last, map_location="cpu", weights_only=False)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = saved["state"]
+            if state["stop_reason"] == "time_budget":
+                state["stop_reason"] = None  # a new budget: carry on
+            _set_rng_state(saved["rng"])
+            log.info("train %s: resuming at epoch %d, batch %d", out.name, state["epoch"] + 1, state["step"])
+    if state["step"] == 0 and state["epoch"] == 0:
+        for stale in ("best.pt", "last.pt", "train_log.json"):
+            (out / stale).unlink(missing_ok=True)
+
+    def save_last() -> None:
+        save_checkpoint(last, {"fingerprint": fingerprint, "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "state": state, "rng": _rng_state()})
+
+    def write_log() -> None:
+        write_json(out / "train_log.json", {"model": out.name, "epochs": state["log"], "best_epoch": state["best_epoch"],
+                                            f"best_valid_{SELECT_ON}": state["best"], "stop_reason": state["stop_reason"],
+                                            "parameters": params, "examples": len(train),
+                                            "batches_per_epoch": steps_per_epoch})
+
+    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and rcfg.amp)
+    deadline = started + rcfg.max_minutes * 60 if rcfg.max_minutes > 0 else math.inf
+    while state["epoch"] < rcfg.epochs and state["stop_reason"] is None:
+        if time.time() > deadline:  # the last evaluation used up the budget
+            state["stop_reason"] = "time_budget"
+            break
+        epoch = state["epoch"]
+        epoch_start, saved_at = time.time(), time.time()
+        batches = training_batches(train.length, rcfg.batch_size, np.random.default_rng([rcfg.seed, epoch]))
+        model.train()
+        running = torch.zeros((), device=device)  # summed on device: no host sync per step
+        bar = tqdm(range(state["step"], len(batches)), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
+        for i in bar:
+            batch = Batch.from_examples(train, batches[i], device).trimmed()
+            with amp:
+                loss = model.calculate_loss(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += loss.detach().float()
+            state["step"] = i + 1
+            if time.time() > deadline:
+                state["stop_reason"] = "time_budget"
+                break
+            if time.time() - saved_at > CHECKPOINT_EVERY_S:  # long epochs: a kill loses at most this much
+                state["loss_sum"] += float(running)
+                running.zero_()
+                save_last()
+                saved_at = time.time()
+        bar.close()
+        state["loss_sum"] += float(running)
+        finished_epoch = state["step"] == len(batches)
+        entry = {"epoch": epoch + 1, "loss": state["loss_sum"] / max(state["step"], 1),
+                 "batches": state["step"], "seconds": round(time.time() - epoch_start, 2),
+                 "lr": scheduler.get_last_lr()[0]}
+        if finished_epoch:
+            state["epoch"], state["step"], state["loss_sum"] = epoch + 1, 0, 0.0
+        # evaluate on schedule, at the last epoch, and before a time stop (so a best checkpoint exists)
+        if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
+                or state["stop_reason"] == "time_budget":
+            with amp:
+                metrics = evaluate_examples(model, valid, batch_size=rcfg.eval_batch_size, device=device)
+            entry["valid"] = metrics
+            if metrics[SELECT_ON] > state["best"]:
+                state["best"], state["best_epoch"], state["bad_evals"] = metrics[SELECT_ON], epoch + 1, 0
+                save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "valid": metrics,
+                                                  "config": dataclasses.asdict(rcfg)})
+            elif finished_epoch:
+                state["bad_evals"] += 1
+                if state["bad_evals"] >= rcfg.patience:
+                    state["stop_reason"] = "early_stop"
+            log.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f at epoch %d), %.1fs", epoch + 1, entry["loss"],
+                     SELECT_ON, metrics[SELECT_ON], state["best"], state["best_epoch"], entry["seconds"])
+        else:
+            log.info("epoch %d: loss %.4f, %.1fs", epoch + 1, entry["loss"], entry["seconds"])
+        entry["partial"] = not finished_epoch
+        state["log"].append(entry)
+        if state["stop_reason"] is None and state["epoch"] >= rcfg.epochs:
+            state["stop_reason"] = "max_epochs"
+        save_last()
+        write_log()
+
+    if not (out / "best.pt").exists():  # epochs=0: keep the untrained model so evaluation still works
+        save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
+                                          "config": dataclasses.asdict(rcfg)})
+    write_log()
+    _write_manifest(out, settings, inputs, fingerprint, state["stop_reason"] or "max_epochs", started,
+                    best_epoch=state["best_epoch"], best_valid=state["best"])
+    return out
+
+
+def _write_manifest(out: Path, settings: dict, inputs: dict, fingerprint: str, stop_reason: str, started: float,
+                    **extra) -> None:
+    write_json(out / MANIFEST, {"stage": out.name, "fingerprint": fingerprint, "config": settings, "inputs": inputs,
+                                "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                "wall_seconds": round(time.time() - started, 3), "stop_reason": stop_reason, **extra})
