@@ -53,7 +53,14 @@ def main() -> None:
     except Exception as e:  # click usage errors
         import click
 
-        if isinstance(e, click.ClickException):
+        usage_errors: tuple[type, ...] = (click.ClickException,)
+        try:  # recent typer vendors click as typer._click: its exceptions are not click's
+            from typer._click.exceptions import ClickException as TyperClickException
+
+            usage_errors += (TyperClickException,)
+        except ImportError:
+            pass
+        if isinstance(e, usage_errors):
             e.show()
             sys.exit(2)
         raise

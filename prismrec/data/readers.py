@@ -119,16 +119,15 @@ def _required(obj: dict, key: str, path: Path, lineno: int):
 
 
 def _timestamp(value, path: Path, lineno: int, key: str) -> int:
-    if isinstance(value, bool):
-        value = None
-    elif isinstance(value, str):
+    number = value
+    if isinstance(value, str):
         try:
-            value = float(value.strip())
+            number = float(value.strip())
         except ValueError:
-            value = None
-    if not isinstance(value, (int, float)) or value != value:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number or abs(number) > 1e15:
         raise PrismrecError(f"{path}:{lineno}: field '{key}' must be a numeric Unix timestamp, got {value!r}")
-    return int(value)
+    return int(number)
 
 
 def _clean_text(value) -> str:
