@@ -1,0 +1,269 @@
+"""The Integrated Semantic Recommender on tiny synthetic catalogs."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from prismrec.data.dataset import load_prepared
+from prismrec.data.synthetic import write_synthetic_run
+from prismrec.errors import PrismrecError
+from prismrec.features.store import ItemFeatures
+from prismrec.recommender.base import Batch, ModelContext
+from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.isr import IntegratedSemanticRecommender
+
+TINY = RecommenderConfig(d_model=32, num_heads=2, encoder_layers=1, decoder_layers=1, d_ff=64, d_moe=32,
+                         d_content_proj=16, d_collab_proj=8, beam_size=8)
+
+
+def random_unique_codes(num_items: int, vocab: int, depth: int, rng) -> np.ndarray:
+    flat = rng.choice(vocab ** depth, size=num_items, replace=False)
+    return np.stack(np.unravel_index(flat, [vocab] * depth), axis=1).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory) -> ModelContext:
+    data = load_prepared(write_synthetic_run(tmp_path_factory.mktemp("run")))
+    rng = np.random.default_rng(0)
+    n = data.num_items
+    from prismrec.tokenizer.store import SemanticIds
+
+    sids = SemanticIds(codes=random_unique_codes(n, 8, 3, rng),
+                       codebooks=rng.normal(size=(3, 8, 16)).astype(np.float32),
+                       item_ids=data.items["item_id"].to_numpy())
+    features = ItemFeatures(content=rng.normal(size=(n, 24)).astype(np.float32),
+                            collab=rng.normal(size=(n, 64)).astype(np.float32), tag_embeddings=[])
+    return ModelContext(data=data, features=features, sids=sids)
+
+
+@pytest.fixture(scope="module")
+def tiger_ctx(ctx) -> ModelContext:
+    """TIGER-style SIDs: 3 coarse tokens with collisions plus a 4th token that tells them apart."""
+    from prismrec.tokenizer.store import SemanticIds
+
+    rng = np.random.default_rng(1)
+    n = ctx.num_items
+    coarse = rng.integers(0, 4, size=(n, 3))
+    _, group = np.unique(coarse, axis=0, return_inverse=True)
+    suffix = np.zeros(n, dtype=np.int64)
+    for g in np.unique(group):  # rank within each colliding group
+        members = np.flatnonzero(group == g)
+        suffix[members] = np.arange(len(members))
+    codes = np.concatenate([coarse, suffix[:, None]], axis=1)
+    sids = SemanticIds(codes=codes, codebooks=rng.normal(size=(3, 4, 16)).astype(np.float32),
+                       item_ids=ctx.sids.item_ids)
+    return ModelContext(data=ctx.data, features=ctx.features, sids=sids)
+
+
+def batch_of(ctx: ModelContext, split: str = "train", size: int = 32) -> Batch:
+    examples = ctx.data.examples(split)
+    return Batch.from_examples(examples, np.arange(min(size, len(examples))), "cpu").trimmed()
+
+
+def build(ctx, seed: int = 0, **overrides) -> IntegratedSemanticRecommender:
+    torch.manual_seed(seed)
+    return IntegratedSemanticRecommender.from_context(ctx, replace(TINY, **overrides))
+
+
+def assert_valid_ranking(items: torch.Tensor, scores: torch.Tensor, num_items: int) -> None:
+    assert (items >= 0).all() and (items < num_items).all()
+    assert torch.isfinite(scores).all()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    assert all(len(set(row.tolist())) == len(row) for row in items)
+
+
+def test_loss_parts_and_ranking_shapes(ctx):
+    model = build(ctx)
+    batch = batch_of(ctx)
+    out = model.calculate_loss(batch)
+    assert set(out) == {"loss", "gen", "ssa_reg", "ssa_cls"}
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+    assert torch.allclose(out["loss"], out["gen"] + TINY.gamma * (out["ssa_reg"] + out["ssa_cls"]))
+    model.eval()
+    items, scores = model.rank(batch, k=5)
+    assert items.shape == scores.shape == (len(batch.target), 5)
+    assert_valid_ranking(items, scores, ctx.num_items)
+
+
+@pytest.mark.parametrize("use_ats", [True, False])
+def test_beam_search_equals_exhaustive_scoring(ctx, use_ats):
+    model = build(ctx, use_ats=use_ats, beam_size=ctx.num_items).eval()
+    batch = batch_of(ctx, "valid", size=6)
+    items, scores = model.rank(batch, k=10)
+    every_item = torch.arange(ctx.num_items).expand(len(batch.target), -1)
+    exhaustive = model.score_items(batch, every_item)   # teacher forcing, not the beam-search path
+    top = exhaustive.topk(10, dim=1)
+    assert torch.equal(items, top.indices)
+    assert torch.allclose(scores, top.values, atol=1e-4)
+    # the scores are log-probabilities of a distribution over the whole catalog
+    assert torch.allclose(exhaustive.exp().sum(1), torch.ones(len(batch.target)), atol=1e-4)
+
+
+def test_narrow_beam_still_returns_valid_sorted_items(ctx):
+    model = build(ctx, beam_size=4).eval()
+    items, scores = model.rank(batch_of(ctx, "test"), k=12)   # beam widens to k
+    assert items.shape == (32, 12)
+    assert_valid_ranking(items, scores, ctx.num_items)
+
+
+def test_padding_and_empty_histories_do_not_change_or_break_scores(ctx):
+    model = build(ctx).eval()
+    examples = ctx.data.examples("test")
+    full = Batch.from_examples(examples, np.arange(8), "cpu")          # padded to 20 columns
+    trimmed = full.trimmed()
+    assert trimmed.history.shape[1] < full.history.shape[1]
+    a, sa = model.rank(full, 5)
+    b, sb = model.rank(trimmed, 5)
+    assert torch.equal(a, b) and torch.allclose(sa, sb, atol=1e-5)
+    empty = Batch(torch.full((2, 3), -1), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+                  torch.tensor([0, 1]))
+    assert torch.isfinite(model.calculate_loss(empty)["loss"])
+    items, _ = model.rank(empty, 5)
+    assert (items >= 0).all()
+
+
+def parameter_names(model) -> set[str]:
+    return {name for name, _ in model.named_parameters()}
+
+
+def test_each_switch_removes_its_module(ctx, monkeypatch):
+    full = build(ctx)
+    names = parameter_names(full)
+    assert any(n.startswith("dsi.") for n in names) and any(n.startswith("ssa.") for n in names)
+
+    no_dsi = build(ctx, use_dsi=False)
+    dsi_params = sum(p.numel() for p in full.dsi.parameters())
+    assert no_dsi.dsi is None and not any(n.startswith("dsi.") for n in parameter_names(no_dsi))
+    assert full.num_parameters()["total"] - no_dsi.num_parameters()["total"] == dsi_params
+    assert not hasattr(no_dsi, "item_content")
+
+    no_ssa = build(ctx, use_ssa=False)
+    assert no_ssa.ssa is None and not any(n.startswith("ssa.") for n in parameter_names(no_ssa))
+    out = no_ssa.calculate_loss(batch_of(ctx))
+    assert set(out) == {"loss", "gen"} and torch.equal(out["loss"].detach(), out["gen"])
+
+    # ATS has no parameters: the full model's weights load strictly into a model without it,
+    # which then never computes a temperature but scores differently
+    no_ats = build(ctx, use_ats=False)
+    assert parameter_names(no_ats) == names
+    no_ats.load_state_dict(full.state_dict(), strict=True)
+    monkeypatch.setattr(no_ats, "temperature", lambda n: pytest.fail("ATS off but a temperature was computed"))
+    full.eval(), no_ats.eval()
+    batch = batch_of(ctx)
+    loss_ats = full.calculate_loss(batch)["gen"]
+    loss_plain = no_ats.calculate_loss(batch)["gen"]
+    assert not torch.allclose(loss_ats, loss_plain)
+    items, scores = no_ats.rank(batch, 5)
+    assert_valid_ranking(items, scores, ctx.num_items)
+
+
+def test_ats_temperature_follows_eq16(ctx):
+    model = build(ctx)
+    assert model.n_ref == pytest.approx(np.sqrt(ctx.num_items) / 2)
+    n = torch.tensor([0.0, 1.0, 8.0, 1e6])
+    tau = model.temperature(n)
+    assert tau[0] == pytest.approx(TINY.tau_max) and tau[-1] == pytest.approx(TINY.tau_min)
+    assert (tau[:-1] > tau[1:]).all()   # denser branches get sharper (lower) temperatures
+    expected = 0.5 + 0.5 * np.exp(-0.5 * 8.0 / model.n_ref)
+    assert float(tau[2]) == pytest.approx(expected)
+
+
+def test_num_parameters_counts_two_of_three_experts(ctx):
+    model = build(ctx)
+    counts = model.num_parameters()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["total"] - counts["active"] == model.dsi.expert_parameters() > 0
+    plain = build(ctx, use_dsi=False).num_parameters()
+    assert plain["total"] == plain["active"]
+
+
+def test_paper_sized_backbone_builds_and_ranks(ctx):
+    torch.manual_seed(0)
+    model = IntegratedSemanticRecommender.from_context(ctx, RecommenderConfig(beam_size=20)).eval()
+    assert len(model.encoder.layers) == 4 and len(model.decoder.layers) == 4
+    assert model.encoder.layers[0].linear1.out_features == 1024 and model.token_emb.embedding_dim == 128
+    items, scores = model.rank(batch_of(ctx, "test", 4), k=20)
+    assert_valid_ranking(items, scores, ctx.num_items)
+
+
+@pytest.mark.parametrize("modules_on", [False, True])
+def test_tiger_mode_with_four_token_sids(tiger_ctx, modules_on):
+    assert tiger_ctx.sids.length == 4 and tiger_ctx.sids.codebooks.shape[0] == 3
+    model = build(tiger_ctx, use_dsi=modules_on, use_ssa=modules_on, use_ats=modules_on,
+                  beam_size=tiger_ctx.num_items)
+    batch = batch_of(tiger_ctx)
+    assert torch.isfinite(model.calculate_loss(batch)["loss"])
+    model.eval()
+    items, scores = model.rank(batch, k=10)
+    assert_valid_ranking(items, scores, tiger_ctx.num_items)
+    exhaustive = model.score_items(batch, torch.arange(tiger_ctx.num_items).expand(len(batch.target), -1))
+    assert torch.equal(items, exhaustive.topk(10, dim=1).indices)
+
+
+def test_training_steps_lower_the_loss(ctx):
+    model = build(ctx, dropout=0.0)
+    batch = batch_of(ctx, size=32)
+    model.eval()
+    with torch.no_grad():
+        before = float(model.calculate_loss(batch)["loss"])
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(12):
+        loss = model.calculate_loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = float(model.calculate_loss(batch)["loss"])
+    assert after < before - 1.0
+
+
+def test_gradients_reach_every_module(ctx):
+    model = build(ctx)
+    model.calculate_loss(batch_of(ctx, size=64))["loss"].backward()
+
+    def moved(p):
+        return p.grad is not None and float(p.grad.abs().sum()) > 0
+
+    dsi, ssa = model.dsi, model.ssa
+    assert moved(dsi.eta) and moved(dsi.gate.weight) and moved(dsi.out.weight)
+    assert all(moved(proj[0].weight) for proj in dsi.content_proj)
+    assert all(moved(proj[0].weight) for proj in dsi.collab_proj)
+    per_expert = dsi.expert_w1.grad.abs().sum(dim=(1, 2))
+    assert (per_expert > 0).sum() >= 2          # top-2 routing: at least two experts trained
+    assert all(moved(h.weight) for h in ssa.regress) and all(moved(h.weight) for h in ssa.classify)
+    assert all(moved(h.weight) for h in model.heads)
+
+
+def test_gate_noise_and_dropout_only_in_training(ctx):
+    model = build(ctx, dropout=0.0)
+    batch = batch_of(ctx)
+    model.train()
+    torch.manual_seed(1)
+    a = model.calculate_loss(batch)["loss"]
+    b = model.calculate_loss(batch)["loss"]
+    assert not torch.allclose(a, b)       # noisy gating: different routing draws
+    model.eval()
+    assert torch.equal(model.calculate_loss(batch)["loss"], model.calculate_loss(batch)["loss"])
+
+
+def test_bf16_autocast(ctx):
+    model = build(ctx).eval()
+    batch = batch_of(ctx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.calculate_loss(batch)["loss"]
+        items, scores = model.rank(batch, 5)
+    assert torch.isfinite(loss)
+    assert_valid_ranking(items, scores, ctx.num_items)
+
+
+def test_from_context_errors_are_user_facing(ctx):
+    with pytest.raises(PrismrecError, match="tokenize"):
+        IntegratedSemanticRecommender.from_context(replace(ctx, sids=None), TINY)
+    with pytest.raises(PrismrecError, match="features"):
+        IntegratedSemanticRecommender.from_context(replace(ctx, features=None), TINY)
+    # without DSI the features are not needed
+    IntegratedSemanticRecommender.from_context(replace(ctx, features=None), replace(TINY, use_dsi=False))
