@@ -14,18 +14,25 @@ class TokenizerConfig:
     latent_dim: int = 32           # d_cb
     hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     dropout: float = 0.1
+    gate_hidden: int = 128         # ACD gate MLP 64-128-64
+    gate_dropout: float = 0.2
     beta: float = 0.25             # commitment weight
     lambda_acd: float = 0.8        # lambda_1
     lambda_hsa: float = 0.2        # lambda_2
     tau_hsa: float = 0.15
     acd_margin: float = 0.01       # delta in Eq. 4
-    epochs: int = 300
+    epochs: int = 150              # ~1-2 min on 2 CPU cores for Beauty (12k items, batch 512)
     batch_size: int = 512
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    ema_decay: float = 0.99
+    warmup_frac: float = 0.05      # linear warmup share of all steps, then cosine to 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99        # unused: codebooks are learned (see psq.py), kept for config compatibility
     kmeans_samples: int = 8192
+    revive_every: int = 1          # epochs between dead-code revivals (0 = never)
     dedup_neighbourhood: int = 64  # free candidate SIDs considered per colliding item
-    sinkhorn_epsilon: float = 0.05
+    dedup_beam: int = 4            # alternative codes of layer L-1 searched for free SIDs (besides the own prefix)
+    sinkhorn_epsilon: float = 0.05 # entropic regularisation, relative to the median candidate cost
+    sinkhorn_iters: int = 200
     device: str = "auto"
     seed: int = 0
