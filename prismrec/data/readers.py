@@ -38,6 +38,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from prismrec.errors import PrismrecError
 
@@ -87,7 +88,9 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
+            # progress only on a terminal (disable=None); mininterval keeps the overhead negligible
+            lines = tqdm(f, desc=f"reading {path.name}", unit=" lines", disable=None, mininterval=0.5, leave=False)
+            for lineno, line in enumerate(lines, start=1):
                 if line.strip():
                     yield lineno, line
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
