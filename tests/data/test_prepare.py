@@ -192,3 +192,19 @@ def test_k_core_that_empties_the_data_is_an_error():
     rows = [("u", "a", 1), ("u", "b", 2), ("v", "a", 3)]
     with pytest.raises(PrismrecError, match="5-core .* removes all 3 interactions"):
         build_tables(raw_data(rows), DataConfig(k_core=5))
+
+
+def test_time_buckets_and_history_truncation():
+    hour = 3600
+    rows = [("u", f"i{j}", t) for j, t in enumerate([0, 600, 600 + 24 * hour, 600 + 25 * hour] + [10**6 + j for j in range(26)])]
+    items, seqs, tags, _ = build_tables(raw_data(rows), DataConfig(k_core=1))
+    from prismrec.data.dataset import PreparedData
+
+    data = PreparedData(items=items, sequences=seqs, tags=[["<pad>"]] * 3, config=DataConfig(k_core=1))
+    buckets = data.time_buckets()
+    # first item: 0 (no previous); 10 minutes: 1 (same hour); 24 h: 1 + floor(log2(25)) = 5; 1 h: 1 + 1 = 2
+    assert buckets[:4].tolist() == [0, 1, 5, 2]
+    test = data.examples("test")
+    assert test.length.tolist() == [20] and test.target.tolist() == [29]
+    assert test.history[0].tolist() == list(range(9, 29))          # the 20 most recent, latest last
+    assert test.time_bucket[0].tolist() == buckets[9:29].tolist()

@@ -234,3 +234,27 @@ def test_prepare_ml100k_embedded(monkeypatch, capsys, tmp_path):
     assert items.loc["1", "title"] == "Toy Story (1995)"
     assert items.loc["1", "category_path"].tolist() == ["Animation"]
     assert items.loc["1", "text"] == "Title: Toy Story (1995); Genres: Animation, Children's, Comedy"
+
+
+def test_prepare_csv_with_custom_columns_and_info_table(monkeypatch, capsys, tmp_path):
+    inter = tmp_path / "log.csv"
+    inter.write_text("who,what,when\n" + "".join(f"u{u},i{(u + j) % 6},{100 * j}\n" for u in range(8) for j in range(6)))
+    items = tmp_path / "items.csv"
+    items.write_text("what,title,category\n" + "".join(f"i{i},Thing {i},Shop|Dept{i % 3}|Shelf\n" for i in range(6)))
+    code, _, err = run_cli(monkeypatch, capsys, "prepare", "csv", "--interactions", inter, "--items", items,
+                           "--user-col", "who", "--item-col", "what", "--time-col", "when", "--category-sep", "|",
+                           "--drop-category-root", "--out", tmp_path / "run")
+    assert code == 0, err
+    code, out, _ = run_cli(monkeypatch, capsys, "info", tmp_path / "run")
+    assert code == 0 and "8 / 6 / 48" in out and "1: 3, 2: 3" in out
+    from prismrec.data.dataset import load_prepared
+
+    text = load_prepared(tmp_path / "run").items.set_index("item_id").loc["i1", "text"]
+    assert text == "Title: Thing 1; Category: Dept1 > Shelf"
+
+
+@pytest.mark.parametrize("command", [["prepare"], ["prepare", "amazon2014"], ["prepare", "recbole"],
+                                     ["prepare", "csv"], ["info"]])
+def test_every_command_has_help(monkeypatch, capsys, command):
+    code, out, _ = run_cli(monkeypatch, capsys, *command, "--help")
+    assert code == 0 and "Usage:" in out and "--help" in out
