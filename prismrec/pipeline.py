@@ -42,7 +42,7 @@ def run_pipeline(run_dir: Path, cfg: PipelineConfig, dataset: str = "ml-100k",
         timings[name] = time.time() - start
         return out
 
-    timed("prepare", prepare_dataset, "recbole", run_dir, cfg.data, force=force, path=dataset)
+    timed("prepare", prepare_dataset, "recbole", run_dir, cfg.data, force=force, dataset=dataset)
     summary = summarize(run_dir)
     log.info("dataset: %s users, %s items, %s interactions", summary["users"], summary["items"],
              summary["interactions"])

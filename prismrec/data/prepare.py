@@ -226,14 +226,11 @@ def read_source(source: str, paths: dict[str, Any]) -> RawData:
 def prepare_dataset(source: str, out: str | Path, cfg: DataConfig, force: bool = False, **paths: Any) -> Path:
     """Prepare ``RUN_DIR/data`` from a raw source; returns the run directory.
 
-    ``source`` = ``amazon2014`` (``reviews=``, ``meta=``), ``recbole`` (``dataset=`` or
-    ``path=``: ``ml-100k`` or a directory) or ``csv`` (``interactions=``, optional ``items=``, ``columns=Columns(...)``,
+    ``source`` = ``amazon2014`` (``reviews=``, ``meta=``), ``recbole`` (``dataset=``: ``ml-100k`` or a directory) or ``csv`` (``interactions=``, optional ``items=``, ``columns=Columns(...)``,
     ``drop_category_root=``). Skipped when the stage exists with the same config and
     input files unless ``force``. If this call created ``out`` and fails, ``out`` is removed.
     """
     out = Path(out)
-    if source == "recbole" and "path" in paths and "dataset" not in paths:
-        paths["dataset"] = paths.pop("path")   # ``path=`` is accepted as an alias
     created = not out.exists()
     try:
         files, source_config = _source_files(source, paths)
