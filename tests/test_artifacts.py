@@ -37,3 +37,18 @@ def test_manifest_fingerprint_tracks_config_and_inputs(tmp_path):
     assert not is_current(final, stage_fingerprint_for({"k": 1}, {"in": "abd"}))
     assert stage_fingerprint(final) == manifest["fingerprint"]
     assert stage_fingerprint(tmp_path / "absent") == "missing"
+
+
+def test_artefacts_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {})
+        with build_stage(tmp_path / "stage", config={}, inputs={}):
+            pass
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "stage").stat().st_mode) == 0o755
