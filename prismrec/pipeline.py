@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[str, typer.Option(help="Embedded dataset name (ml-100k) or a directory of RecBole atomic files.")] = "ml-100k",
         out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<dataset>).")] = None,
         baseline: Annotated[Optional[list[str]], typer.Option("--baseline", help="Baselines to run beside PRISM (pop, tiger, sasrec; repeatable). Default: pop.")] = None,
+        device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda for every stage (default: config).")] = None,
         config: ConfigOption = None,
         set_: SetOption = None,
         force: ForceOption = False,
@@ -91,6 +92,10 @@ def register(app: typer.Typer) -> None:
         if config is None and dataset in EMBEDDED and not (run_dir / "config.yaml").exists():
             config = _packaged_config(dataset)
         cfg = run_config(run_dir, config, set_)
+        if device is not None:
+            cfg = PipelineConfig(data=cfg.data, features=dataclasses.replace(cfg.features, device=device),
+                                 tokenizer=dataclasses.replace(cfg.tokenizer, device=device),
+                                 recommender=dataclasses.replace(cfg.recommender, device=device))
         names = tuple(baseline) if baseline else ("pop",)
         unknown = [b for b in names if b not in ("pop", "tiger", "sasrec")]
         if unknown:
