@@ -180,9 +180,11 @@ def round_plan(log_plan: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
         weights = -log_plan[usable]
         weights = weights - weights.min() + 1.0  # strictly positive; a constant does not change the matching
         graph = csr_matrix((weights, (rows, cols)), shape=(len(keys), len(uniq)))
-        try:
+        try:  # (scipy matches the smaller side fully: fewer SIDs than rows also means "no")
             row_ind, col_ind = min_weight_full_bipartite_matching(graph)
         except ValueError:
+            continue
+        if len(row_ind) < len(keys):
             continue
         chosen = np.empty(len(keys), dtype=np.int64)
         chosen[row_ind] = uniq[col_ind]

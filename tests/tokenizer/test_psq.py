@@ -1,0 +1,150 @@
+"""Gradient paths of every loss term of the Purified Semantic Quantizer (SPEC section 4), and
+the module switches of the ablations / TIGER mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prismrec.tokenizer.psq import PurifiedSemanticQuantizer
+from tok_helpers import tiny_config
+
+N, D_CONTENT, D_COLLAB, VOCAB = 64, 12, 64, [4, 6, 5]
+
+
+def build(**overrides) -> tuple[PurifiedSemanticQuantizer, tuple]:
+    torch.manual_seed(0)
+    cfg = tiny_config(acd_margin=1.0, **overrides)  # margin above any variance: the hinge is active
+    tables = [torch.cat([torch.zeros(1, D_CONTENT), torch.randn(v, D_CONTENT)]) for v in VOCAB]
+    model = PurifiedSemanticQuantizer(cfg, D_CONTENT, D_COLLAB, tables)
+    content, collab = torch.randn(N, D_CONTENT), torch.randn(N, D_COLLAB)
+    popularity = torch.rand(N)
+    tags = torch.stack([torch.randint(0, v + 1, (N,)) for v in VOCAB], 1)
+    tags[0] = torch.tensor([1, 1, 1])  # at least one real tag per level
+    model.eval()
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.encode(content, collab), seed=0)
+    model.train()
+    return model, (content, collab, popularity, tags)
+
+
+def grad_norms(model: PurifiedSemanticQuantizer, term: str, batch: tuple) -> dict[str, float]:
+    model.zero_grad(set_to_none=True)
+    model(*batch)[term].backward()
+    groups = {
+        "encoder": model.encoder.parameters(),
+        "codebooks": [model.quantizer.codebooks],
+        "gate": model.gate.parameters() if model.gate is not None else [],
+        "anchor_projections": model.anchor_projections.parameters() if model.use_hsa else [],
+        "tag_classifiers": model.tag_classifiers.parameters() if model.use_hsa else [],
+        "content_decoder": model.content_decoder.parameters() if model.use_dhr else [],
+        "collab_decoder": model.collab_decoder.parameters() if model.use_dhr else [],
+        "decoder": [] if model.use_dhr else model.decoder.parameters(),
+    }
+    return {name: sum(float(p.grad.norm()) for p in params if p.grad is not None) for name, params in groups.items()}
+
+
+# term -> parameter groups it must move, and groups a stop-gradient must keep it away from
+PATHS = {
+    "commit": (["encoder", "gate"], ["codebooks"]),
+    "codebook": (["codebooks"], ["encoder", "gate"]),
+    "acd_pop": (["gate"], ["encoder", "codebooks"]),
+    "acd_var": (["gate"], ["encoder", "codebooks"]),
+    "hsa_anchor": (["codebooks", "anchor_projections"], ["encoder"]),
+    "hsa_cls": (["tag_classifiers", "codebooks", "encoder"], []),
+    "recon_content": (["content_decoder", "encoder", "gate"], ["collab_decoder", "codebooks"]),
+    "recon_collab": (["collab_decoder", "encoder"], ["content_decoder"]),
+}
+
+
+@pytest.mark.parametrize("term", sorted(PATHS))
+def test_each_loss_term_reaches_the_parameters_it_trains(term):
+    model, batch = build()
+    norms = grad_norms(model, term, batch)
+    must, must_not = PATHS[term]
+    for group in must:
+        assert norms[group] > 0, f"{term} does not reach {group}: {norms}"
+    for group in must_not:
+        assert norms[group] == 0, f"{term} leaks into {group}: {norms}"
+
+
+def test_single_decoder_reconstruction_without_dhr_trains_decoder_and_encoder():
+    model, batch = build(use_dhr=False)
+    norms = grad_norms(model, "recon", batch)
+    assert norms["decoder"] > 0 and norms["encoder"] > 0 and norms["gate"] > 0
+
+
+def test_hsa_anchor_step_on_codebooks_lowers_the_anchor_loss():
+    model, batch = build()
+    before = float(model(*batch)["hsa_anchor"])
+    opt = torch.optim.SGD([model.quantizer.codebooks], lr=0.05)
+    for _ in range(5):
+        opt.zero_grad()
+        model(*batch)["hsa_anchor"].backward()
+        opt.step()
+    assert float(model(*batch)["hsa_anchor"]) < before
+
+
+def test_total_loss_uses_paper_weights():
+    model, batch = build()
+    torch.manual_seed(1)
+    model.eval()  # no dropout: two forwards agree
+    out = model(*batch)
+    cfg = model.cfg
+    expected = (out["recon_content"] + out["recon_collab"] + cfg.beta * out["commit"] + out["codebook"]
+                + cfg.lambda_acd * (out["acd_pop"] + out["acd_var"]) + cfg.lambda_hsa * (out["hsa_anchor"] + out["hsa_cls"]))
+    assert torch.allclose(out["total"], expected)
+
+
+def test_pad_tags_are_ignored_and_all_pad_batch_gives_zero_hsa():
+    model, (content, collab, popularity, tags) = build()
+    out = model(content, collab, popularity, torch.zeros_like(tags))
+    assert float(out["hsa_anchor"]) == 0.0 and float(out["hsa_cls"]) == 0.0
+    assert torch.isfinite(out["total"])
+
+
+@pytest.mark.parametrize("overrides,present,absent", [
+    ({}, ["gate", "anchor_projections", "content_decoder", "collab_decoder"], ["decoder"]),
+    ({"use_acd": False}, ["anchor_projections", "content_decoder"], ["acd_pop"]),
+    ({"use_hsa": False}, ["gate", "content_decoder"], ["anchor_projections", "hsa_anchor"]),
+    ({"use_dhr": False}, ["gate", "anchor_projections", "decoder"], ["content_decoder", "recon_content"]),
+    ({"mode": "tiger"}, ["decoder"], ["anchor_projections", "content_decoder", "acd_pop", "hsa_cls"]),
+])
+def test_ablations_remove_exactly_their_module(overrides, present, absent):
+    model, batch = build(**overrides)
+    out = model(*batch)
+    names = {n.split(".")[0] for n, _ in model.named_parameters()} | set(out)
+    for name in present:
+        assert name in names
+    for name in absent:
+        assert name not in names
+    if overrides.get("use_acd") is False:
+        assert model.gate is None and model.use_collab
+    if overrides.get("mode") == "tiger":
+        assert model.encoder[0].in_features == D_CONTENT  # content only
+
+
+def test_dead_codes_are_revived_from_current_residuals():
+    model, batch = build()
+    model(*batch)  # records usage and residuals
+    dead = model.quantizer.usage[0] == 0
+    model.quantizer.usage[0, :2] = 0
+    dead[:2] = True
+    before = model.quantizer.codebooks.detach().clone()
+    revived = model.quantizer.revive_dead_codes(torch.Generator().manual_seed(0))
+    after = model.quantizer.codebooks.detach()
+    assert revived >= 2
+    assert not torch.allclose(after[0, dead], before[0, dead])
+    # each revived code sits next to one of the recorded layer-1 residuals
+    residuals = model.quantizer.last_residuals[:, 0]
+    assert torch.cdist(after[0, dead], residuals).min(1).values.max() < 0.5 * residuals.std() * 8 ** 0.5
+    assert float(model.quantizer.usage.sum()) == 0
+
+
+def test_tokenize_is_deterministic_and_matches_nearest_codes():
+    model, (content, collab, _, _) = build()
+    codes, z = model.tokenize(content, collab)
+    codes2, _ = model.tokenize(content, collab)
+    assert torch.equal(codes, codes2) and codes.shape == (N, 3)
+    first = torch.cdist(z, model.quantizer.codebooks[0]).argmin(1)
+    assert torch.equal(codes[:, 0], first)
