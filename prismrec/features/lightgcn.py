@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,9 +77,11 @@ def normalized_adjacency(inter: Interactions) -> torch.Tensor:
     values = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
     csr = sp.csr_matrix((values, (rows, cols)), shape=(U + N, U + N))
     csr.sort_indices()
-    return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
-                                   torch.from_numpy(csr.indices.astype(np.int64)),
-                                   torch.from_numpy(csr.data), csr.shape, check_invariants=False)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
+                                       torch.from_numpy(csr.indices.astype(np.int64)),
+                                       torch.from_numpy(csr.data), csr.shape, check_invariants=False)
 
 
 class SymmetricSpMM(torch.autograd.Function):
