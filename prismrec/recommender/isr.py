@@ -143,13 +143,14 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             self.dsi = DynamicSemanticIntegration(depth, d, content.shape[1], collab.shape[1], d_cb, cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-        # ---- backbone: pre-LN encoder-decoder (num_heads 4 by default: the paper's 6 do not divide 128)
+        # ---- backbone: pre-LN encoder-decoder, T5-style ReLU feed-forward (also the cheapest on CPU);
+        # num_heads 4 by default: the paper's 6 heads do not divide d_model 128
         def enc_layer():
-            return nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="gelu",
+            return nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="relu",
                                               batch_first=True, norm_first=True)
 
         def dec_layer():
-            return nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="gelu",
+            return nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="relu",
                                               batch_first=True, norm_first=True)
 
         self.encoder = nn.TransformerEncoder(enc_layer(), cfg.encoder_layers, norm=nn.LayerNorm(d),
@@ -219,18 +220,26 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         return memory, pad
 
     def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """Decoder outputs (M, d+1, d_model) for BOS + ``prefix`` (M, d) token-table ids."""
-        M, n = prefix.shape
-        x = torch.cat([self.bos.expand(M, 1, -1), self.token_emb(prefix)], dim=1) + self.dec_pos_emb.weight[: n + 1]
-        causal = torch.ones(n + 1, n + 1, dtype=torch.bool, device=prefix.device).triu(1)
-        return self.decoder(self.dropout(x), memory, tgt_mask=causal, tgt_is_causal=True,
-                            memory_key_padding_mask=memory_pad)
+        """Decoder outputs (B, W, n+1, d) for BOS + each of a user's W prefixes (B, W, n) of token-table ids.
+
+        The W prefixes (beams, candidates) of a user are packed into one decoder sequence
+        of W * (n+1) tokens, so the user's encoder memory is projected and attended once,
+        never copied per beam; a block-diagonal causal mask keeps the prefixes independent.
+        """
+        B, W, n = prefix.shape
+        x = torch.cat([self.bos.expand(B, W, 1, -1), self.token_emb(prefix)], dim=2) + self.dec_pos_emb.weight[: n + 1]
+        position = torch.arange(W * (n + 1), device=prefix.device)
+        beam = position // (n + 1)
+        blocked = (beam[:, None] != beam[None, :]) | (position[None, :] > position[:, None])
+        out = self.decoder(self.dropout(x.flatten(1, 2)), memory, tgt_mask=blocked,
+                           memory_key_padding_mask=memory_pad)
+        return out.view(B, W, n + 1, -1)
 
     # ------------------------------------------------------------------ contract
     def calculate_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         memory, pad = self.encode(batch)
         target = batch.target
-        out = self.decode(memory, pad, self.item_tokens[target, :-1])                 # (B, T, d): o_1..o_T
+        out = self.decode(memory, pad, self.item_tokens[target, None, :-1])[:, 0]     # (B, T, d): o_1..o_T
         codes = self.trie.codes[target]
         tau = self.temperature(self.item_branching[target]) if self.cfg.use_ats else None
         gen = out.new_zeros((), dtype=torch.float32)
@@ -254,19 +263,14 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         Call ``model.eval()`` first (dropout and gate noise are training-only).
         """
         memory, pad = self.encode(batch)
-        B = memory.shape[0]
         offsets = self.item_tokens[0] - self.trie.codes[0]
 
         def step_logits(tokens: torch.Tensor, d: int) -> torch.Tensor:
-            W = tokens.shape[1]
-            # the encoder ran once per user; each of its W beams reads the same memory
-            mem = memory.unsqueeze(1).expand(-1, W, -1, -1).flatten(0, 1)
-            mem_pad = pad.unsqueeze(1).expand(-1, W, -1).flatten(0, 1)
-            out = self.decode(mem, mem_pad, tokens.flatten(0, 1) + offsets[:d])[:, -1]
-            return self.heads[d](out).view(B, W, -1)
+            # the encoder ran once per user; all W beams of a user read that memory
+            return self.heads[d](self.decode(memory, pad, tokens + offsets[:d])[:, :, -1])
 
         temperature = self.temperature if self.cfg.use_ats else None
-        items, scores = beam_search(step_logits, self.trie, B, max(self.cfg.beam_size, k), temperature)
+        items, scores = beam_search(step_logits, self.trie, len(memory), max(self.cfg.beam_size, k), temperature)
         return items[:, :k], scores[:, :k]
 
     @torch.no_grad()
@@ -279,9 +283,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         memory, pad = self.encode(batch)
         B, C = candidates.shape
         flat = candidates.flatten()
-        mem = memory.unsqueeze(1).expand(-1, C, -1, -1).flatten(0, 1)
-        mem_pad = pad.unsqueeze(1).expand(-1, C, -1).flatten(0, 1)
-        out = self.decode(mem, mem_pad, self.item_tokens[flat, :-1])
+        out = self.decode(memory, pad, self.item_tokens[candidates, :-1]).flatten(0, 1)   # (B*C, T, d)
         codes = self.trie.codes[flat]
         total = torch.zeros(len(flat), device=out.device)
         for d, head in enumerate(self.heads):
