@@ -203,11 +203,13 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
                                             "batches_per_epoch": steps_per_epoch})
 
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and rcfg.amp)
-    deadline = started + rcfg.max_minutes * 60 if rcfg.max_minutes > 0 else math.inf
+    deadline = time.time() + rcfg.max_minutes * 60 if rcfg.max_minutes > 0 else math.inf
+    first_pass = True
     while state["epoch"] < rcfg.epochs and state["stop_reason"] is None:
-        if time.time() > deadline:  # the last evaluation used up the budget
+        if time.time() > deadline and not first_pass:  # the last evaluation used up the budget
             state["stop_reason"] = "time_budget"
             break
+        first_pass = False
         epoch = state["epoch"]
         epoch_start, saved_at = time.time(), time.time()
         batches = training_batches(train.length, rcfg.batch_size, np.random.default_rng([rcfg.seed, epoch]))

@@ -1,0 +1,47 @@
+import dataclasses
+
+import pytest
+
+from prismrec.baselines.popularity import MostPopular
+from prismrec.baselines.sasrec import SASRec
+from prismrec.data.synthetic import write_synthetic_run
+from prismrec.errors import MissingStageError, PrismrecError
+from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.registry import (build_model, effective_config, input_stages, load_context,
+                                           model_dir_name)
+
+
+def cfg(**kw):
+    return dataclasses.replace(RecommenderConfig(), **kw)
+
+
+def test_model_directory_names():
+    assert model_dir_name(cfg()) == "prism"
+    assert model_dir_name(cfg(use_dsi=False)) == "prism-no-dsi"
+    assert model_dir_name(cfg(use_ssa=False, use_ats=False)) == "prism-no-ssa-no-ats"
+    assert model_dir_name(cfg(model="tiger", use_dsi=False)) == "tiger"
+    assert model_dir_name(cfg(model="sasrec", seed=2)) == "sasrec-seed2"
+    assert model_dir_name(cfg(model="pop")) == "pop"
+    with pytest.raises(PrismrecError, match="recommender.model"):
+        model_dir_name(cfg(model="bert4rec"))
+
+
+def test_tiger_runs_without_any_prism_module():
+    tiger = effective_config(cfg(model="tiger"))
+    assert (tiger.use_dsi, tiger.use_ssa, tiger.use_ats) == (False, False, False)
+    assert input_stages(cfg(model="tiger")) == ["data", "tokenizer-tiger"]
+    assert input_stages(cfg()) == ["data", "features", "tokenizer"]
+
+
+def test_context_needs_the_right_stages(tmp_path):
+    run = write_synthetic_run(tmp_path / "run", num_users=30)
+    ctx = load_context(run, cfg(model="sasrec"))
+    assert ctx.features is None and ctx.sids is None
+    assert isinstance(build_model(ctx, cfg(model="sasrec")), SASRec)
+    assert isinstance(build_model(ctx, cfg(model="pop")), MostPopular)
+    with pytest.raises(MissingStageError, match="features"):
+        load_context(run, cfg(model="prism"))
+    with pytest.raises(MissingStageError, match="tokenizer-tiger"):
+        load_context(run, cfg(model="tiger"))
+    with pytest.raises(MissingStageError, match="data"):
+        load_context(tmp_path / "empty", cfg(model="sasrec"))

@@ -1,0 +1,159 @@
+"""The generic trainer on a tiny SASRec over a synthetic run (a few seconds each)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from prismrec.baselines.sasrec import SASRec
+from prismrec.config import PipelineConfig
+from prismrec.data.dataset import load_prepared
+from prismrec.data.synthetic import write_synthetic_run
+from prismrec.evaluation.evaluator import evaluate_examples
+from prismrec.recommender.trainer import load_trained, train_run, training_batches
+
+
+def tiny_config(**recommender) -> PipelineConfig:
+    cfg = PipelineConfig()
+    base = dict(model="sasrec", sasrec_dim=16, sasrec_dropout=0.1, sasrec_lr=3e-3, batch_size=64, epochs=2,
+                eval_batch_size=256, device="cpu")
+    cfg.recommender = dataclasses.replace(cfg.recommender, **{**base, **recommender})
+    return cfg
+
+
+def read_log(out):
+    return json.loads((out / "train_log.json").read_text())
+
+
+@pytest.fixture()
+def run(tmp_path):
+    return write_synthetic_run(tmp_path / "run", num_users=100)
+
+
+def test_batches_are_length_bucketed_and_cover_every_example_once():
+    lengths = np.random.default_rng(0).integers(1, 21, size=1000)
+    batches = training_batches(lengths, 64, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spreads = [np.ptp(lengths[b]) for b in batches]
+    assert max(spreads) <= 2  # sorted by length: 64 examples span at most 3 of the ~50-example lengths
+    again = training_batches(lengths, 64, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # depends only on the seed
+
+
+def test_training_never_sees_validation_or_test_targets(run, monkeypatch):
+    seen = []
+    original = SASRec.calculate_loss
+
+    def recording(self, batch):
+        seen.append((batch.history.clone(), batch.target.clone()))
+        return original(self, batch)
+
+    monkeypatch.setattr(SASRec, "calculate_loss", recording)
+    train_run(run, tiny_config(epochs=1))
+    data = load_prepared(run)
+    # every (history, target) the model trained on is a window of the user's training part
+    allowed = set()
+    for seq in data.sequences["items"]:
+        train_part = list(seq[:-2])
+        for t in range(1, len(train_part)):
+            allowed.add((tuple(train_part[max(0, t - 20):t]), train_part[t]))
+    pairs = [(tuple(h[h >= 0].tolist()), int(t)) for hist, tgt in seen for h, t in zip(hist, tgt)]
+    assert len(pairs) == len(data.examples("train"))
+    assert set(pairs) <= allowed and len(set(pairs)) == len(allowed)
+
+
+def test_two_epochs_lower_the_training_loss(run):
+    out = train_run(run, tiny_config(epochs=2))
+    epochs = read_log(out)["epochs"]
+    assert len(epochs) == 2 and epochs[1]["loss"] < epochs[0]["loss"]
+    assert (out / "best.pt").exists() and (out / "last.pt").exists() and (out / "manifest.json").exists()
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(run):
+    cfg = tiny_config(epochs=3, sasrec_lr=1e-2)
+    out = train_run(run, cfg)
+    log = read_log(out)
+    valid = [e["valid"]["ndcg@10"] for e in log["epochs"]]
+    best_epoch = int(np.argmax(valid)) + 1
+    assert log["best_epoch"] == best_epoch
+    model, ctx, checkpoint = load_trained(run, cfg.recommender)
+    assert checkpoint["epoch"] == best_epoch
+    again = evaluate_examples(model, ctx.data.examples("valid"))["ndcg@10"]
+    assert again == pytest.approx(max(valid), abs=1e-6)
+
+
+def test_unchanged_model_is_not_retrained_and_force_retrains(run):
+    out = train_run(run, tiny_config(epochs=1))
+    stamp = (out / "best.pt").stat().st_mtime_ns
+    train_run(run, tiny_config(epochs=1))
+    assert (out / "best.pt").stat().st_mtime_ns == stamp
+    train_run(run, tiny_config(epochs=1), force=True)
+    assert (out / "best.pt").stat().st_mtime_ns != stamp
+
+
+def test_interrupted_run_resumes_from_the_saved_epoch(tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=2)
+    reference = train_run(write_synthetic_run(tmp_path / "a", num_users=100), cfg)
+
+    run = write_synthetic_run(tmp_path / "b", num_users=100)
+    original = SASRec.calculate_loss
+    calls = {"n": 0}
+    steps_per_epoch = read_log(reference)["batches_per_epoch"]
+
+    def crash_in_epoch_two(self, batch):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 2:
+            raise KeyboardInterrupt  # killed mid-way through epoch 2
+        return original(self, batch)
+
+    monkeypatch.setattr(SASRec, "calculate_loss", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(run, cfg)
+    out = run / "models" / "sasrec"
+    assert not (out / "manifest.json").exists()
+    assert [e["epoch"] for e in read_log(out)["epochs"]] == [1]
+    monkeypatch.setattr(SASRec, "calculate_loss", original)
+    calls["n"] = 0
+
+    def counting(self, batch):
+        calls["n"] += 1
+        return original(self, batch)
+
+    monkeypatch.setattr(SASRec, "calculate_loss", counting)
+    train_run(run, cfg)
+    assert calls["n"] == steps_per_epoch  # epoch 2 only
+    resumed, uninterrupted = read_log(out), read_log(reference)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    # the resumed run is the same computation as one that never stopped
+    assert [e["loss"] for e in resumed["epochs"]] == pytest.approx([e["loss"] for e in uninterrupted["epochs"]])
+    a = torch.load(out / "best.pt", weights_only=False)["model"]
+    b = torch.load(reference / "best.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+
+
+def test_time_budget_stops_cleanly_keeps_best_and_resumes(run):
+    out = train_run(run, tiny_config(epochs=2, max_minutes=1e-5))
+    log = read_log(out)
+    assert log["stop_reason"] == "time_budget"
+    assert len(log["epochs"]) == 1 and log["epochs"][0]["partial"] and log["epochs"][0]["batches"] == 1
+    assert (out / "best.pt").exists() and "valid" in log["epochs"][0]
+    # a new call without the budget carries on from batch 2 of epoch 1 and finishes
+    out = train_run(run, tiny_config(epochs=2))
+    log = read_log(out)
+    assert log["stop_reason"] == "max_epochs"
+    assert [e["epoch"] for e in log["epochs"]] == [1, 1, 2]
+    assert log["epochs"][1]["batches"] == log["batches_per_epoch"]
+
+
+def test_early_stopping_uses_patience(run):
+    out = train_run(run, tiny_config(epochs=30, patience=1, sasrec_lr=0.0))  # lr 0: nothing improves
+    log = read_log(out)
+    assert log["stop_reason"] == "early_stop" and len(log["epochs"]) == 2 and log["best_epoch"] == 1
+
+
+def test_most_popular_trains_in_zero_epochs(run):
+    out = train_run(run, tiny_config(model="pop"))
+    log = read_log(out)
+    assert log["epochs"] == [] and (out / "best.pt").exists()
