@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from prismrec.artifacts import build_stage, is_current, stage_fingerprint, stage_fingerprint_for, read_json, write_text
+from prismrec.artifacts import (build_stage, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
+                                write_json, write_text)
 from prismrec.data.dataset import Examples
 from prismrec.evaluation.metrics import (GROUPS, KS, group_metrics, markdown_table, metrics_from_positions,
                                          popularity_groups, target_positions)
@@ -74,8 +75,9 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     start = time.time()
     kwargs = dict(batch_size=rcfg.eval_batch_size, device=device, progress=True)
     test = ctx.data.examples("test")
-    test_positions = target_positions(rank_examples(model, test, **kwargs), test.target)
-    valid = evaluate_examples(model, ctx.data.examples("valid"), **kwargs)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and rcfg.amp):
+        test_positions = target_positions(rank_examples(model, test, **kwargs), test.target)
+        valid = evaluate_examples(model, ctx.data.examples("valid"), **kwargs)
     item_group = popularity_groups(ctx.data.items["train_count"].to_numpy())
     results = {
         "model": name,
@@ -89,8 +91,6 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
         "seconds": round(time.time() - start, 2),
     }
     with build_stage(final, config=settings, inputs=inputs) as stage:
-        from prismrec.artifacts import write_json
-
         write_json(stage / "metrics.json", results)
         write_text(stage / "metrics.md", markdown_table(results, title=f"{name} (epoch {checkpoint.get('epoch')})"))
     return results

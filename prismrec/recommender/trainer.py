@@ -172,7 +172,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     steps_per_epoch = math.ceil(len(train) / rcfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
         rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_ratio))
-    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
+    state = {"epoch": 0, "step": 0, "loss_sums": {}, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
              "log": [], "stop_reason": None}
 
     last = out / "last.pt"
@@ -214,34 +214,37 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
         epoch_start, saved_at = time.time(), time.time()
         batches = training_batches(train.length, rcfg.batch_size, np.random.default_rng([rcfg.seed, epoch]))
         model.train()
-        running = torch.zeros((), device=device)  # summed on device: no host sync per step
+        running = {}  # loss parts summed on the device: no host sync per step
         bar = tqdm(range(state["step"], len(batches)), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
         for i in bar:
             batch = Batch.from_examples(train, batches[i], device).trimmed()
             with amp:
-                loss = model.calculate_loss(batch)["loss"]
+                parts = model.calculate_loss(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            parts["loss"].backward()
             optimizer.step()
             scheduler.step()
-            running += loss.detach().float()
+            for name, value in parts.items():
+                value = torch.as_tensor(value, device=device).detach().float()
+                running[name] = running[name] + value if name in running else value
             state["step"] = i + 1
             if time.time() > deadline:
                 state["stop_reason"] = "time_budget"
                 break
             if time.time() - saved_at > CHECKPOINT_EVERY_S:  # long epochs: a kill loses at most this much
-                state["loss_sum"] += float(running)
-                running.zero_()
+                _drain(running, state)
                 save_last()
                 saved_at = time.time()
         bar.close()
-        state["loss_sum"] += float(running)
+        _drain(running, state)
         finished_epoch = state["step"] == len(batches)
-        entry = {"epoch": epoch + 1, "loss": state["loss_sum"] / max(state["step"], 1),
-                 "batches": state["step"], "seconds": round(time.time() - epoch_start, 2),
-                 "lr": scheduler.get_last_lr()[0]}
+        means = {name: total / max(state["step"], 1) for name, total in state["loss_sums"].items()}
+        entry = {"epoch": epoch + 1, "loss": means.get("loss", float("nan")), "batches": state["step"],
+                 "seconds": round(time.time() - epoch_start, 2), "lr": scheduler.get_last_lr()[0]}
+        if len(means) > 1:
+            entry["loss_parts"] = means
         if finished_epoch:
-            state["epoch"], state["step"], state["loss_sum"] = epoch + 1, 0, 0.0
+            state["epoch"], state["step"], state["loss_sums"] = epoch + 1, 0, {}
         # evaluate on schedule, at the last epoch, and before a time stop (so a best checkpoint exists)
         if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
                 or state["stop_reason"] == "time_budget":
@@ -274,6 +277,13 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     _write_manifest(out, settings, inputs, fingerprint, state["stop_reason"] or "max_epochs", started,
                     best_epoch=state["best_epoch"], best_valid=state["best"])
     return out
+
+
+def _drain(running: dict, state: dict) -> None:
+    """Move the device-side loss sums into the (host, checkpointed) epoch totals."""
+    for name, total in running.items():
+        state["loss_sums"][name] = state["loss_sums"].get(name, 0.0) + float(total)
+    running.clear()
 
 
 def _write_manifest(out: Path, settings: dict, inputs: dict, fingerprint: str, stop_reason: str, started: float,
