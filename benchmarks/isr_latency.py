@@ -105,7 +105,9 @@ def main() -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0)),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__,
+                    # the dev machine is shared: a load above the core count slows every figure
+                    "load_average_1min_at_start": os.getloadavg()[0]},
         "catalog": {"items": ctx.num_items, "sid": "3 x 256 (random, unique)", "history": 20},
         "parameters": model.num_parameters(),
         "parameters_without_dsi_ssa_ats": tiger.num_parameters(),

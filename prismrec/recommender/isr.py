@@ -76,7 +76,7 @@ class DynamicSemanticIntegration(nn.Module):
             logits = logits + torch.randn_like(logits)
         top, chosen = logits.topk(self.top_k, dim=-1)
         # Eq. 13: softmax over the selected logits only; unselected experts weigh exactly 0
-        weights = torch.zeros_like(logits).scatter(-1, chosen, top.softmax(-1))
+        weights = torch.zeros_like(logits).scatter(-1, chosen, top.softmax(-1).to(logits.dtype))
         # With 3 experts, running all of them densely (1.5x the FLOPs of top-2) is cheaper than
         # gathering tokens per expert; the zero weights make the result exactly the top-2 mixture.
         hidden = F.gelu(torch.einsum("...i,eio->...eo", x, self.expert_w1) + self.expert_b1)
