@@ -183,6 +183,10 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             raise PrismrecError(f"sids.parquet has {len(ctx.sids.codes)} items but data/items.parquet has "
                                 f"{ctx.num_items}: re-run `prismrec tokenize RUN_DIR --force`")
         features = ctx.features if cfg.use_dsi else None
+        if features is not None and (len(features.content) != ctx.num_items or len(features.collab) != ctx.num_items):
+            raise PrismrecError(f"features/content.npy has {len(features.content)} rows and collab.npy "
+                                f"{len(features.collab)} but data/items.parquet has {ctx.num_items} items: "
+                                "re-run `prismrec features RUN_DIR --force`")
         tags = ctx.data.item_tags() if cfg.use_ssa else None
         return cls(ctx.sids.codes, ctx.sids.codebooks, ctx.sids.vocab_sizes, cfg,
                    num_time_buckets=ctx.data.config.num_time_buckets, max_history=ctx.data.config.max_history,

@@ -265,5 +265,8 @@ def test_from_context_errors_are_user_facing(ctx):
         IntegratedSemanticRecommender.from_context(replace(ctx, sids=None), TINY)
     with pytest.raises(PrismrecError, match="features"):
         IntegratedSemanticRecommender.from_context(replace(ctx, features=None), TINY)
+    short = ItemFeatures(ctx.features.content[:-1], ctx.features.collab[:-1], [])
+    with pytest.raises(PrismrecError, match="content.npy"):
+        IntegratedSemanticRecommender.from_context(replace(ctx, features=short), TINY)
     # without DSI the features are not needed
     IntegratedSemanticRecommender.from_context(replace(ctx, features=None), replace(TINY, use_dsi=False))
