@@ -152,11 +152,12 @@ def test_each_switch_removes_its_module(ctx, monkeypatch):
     assert no_ssa.ssa is None and not any(n.startswith("ssa.") for n in parameter_names(no_ssa))
     out = no_ssa.calculate_loss(batch_of(ctx))
     assert set(out) == {"loss", "gen"} and torch.equal(out["loss"].detach(), out["gen"])
+    assert not hasattr(no_ssa, "item_tags")
 
     # ATS has no parameters: the full model's weights load strictly into a model without it,
     # which then never computes a temperature but scores differently
     no_ats = build(ctx, use_ats=False)
-    assert parameter_names(no_ats) == names
+    assert parameter_names(no_ats) == names and not hasattr(no_ats, "item_branching")
     no_ats.load_state_dict(full.state_dict(), strict=True)
     monkeypatch.setattr(no_ats, "temperature", lambda n: pytest.fail("ATS off but a temperature was computed"))
     full.eval(), no_ats.eval()
