@@ -61,3 +61,19 @@ def test_inference_api(tmp_path, monkeypatch, capsys):
     assert rows[0]["title"].startswith("Item ")
     with pytest.raises(PrismrecError, match="unknown item id"):
         rec.recommend(["missing"], k=5)
+
+
+def test_inference_batch_matches_the_dataset_layout(tmp_path, monkeypatch, capsys):
+    from prismrec.data.dataset import load_prepared
+
+    run = write_synthetic_run(tmp_path / "run", num_users=40)
+    prismrec(monkeypatch, capsys, "train", run, "--model", "pop")
+    rec = Recommender.load(run, RecommenderConfig(model="pop", device="cpu"))
+    data = load_prepared(run)
+    test = data.examples("test")
+    seq = data.sequences.iloc[0]
+    history = [data.items["item_id"][i] for i in seq["items"][:-1]]
+    batch = rec.make_batch([history], timestamps=[list(seq["timestamps"][:-1])])
+    n = int(test.length[0])
+    assert batch.history[0].tolist() == test.history[0, -n:].tolist()
+    assert batch.time_bucket[0].tolist() == test.time_bucket[0, -n:].tolist()
