@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Full Beauty protocol on one GPU, as one bounded script (device time is scarce).
+#
+#   bash benchmarks/gpu_beauty.sh RUN_DIR OUT_DIR TRAIN_MINUTES
+#
+# RUN_DIR holds data/, features/, tokenizer/ and tokenizer-tiger/ (prepared, featurised and
+# tokenized on CPU: those stages take minutes there). Every model trains concurrently on the
+# one GPU (they are small; one alone leaves the GPU mostly idle), each with a time budget,
+# then each is evaluated once at its best-validation checkpoint; then the ISR latency
+# benchmark runs. Results are packed into OUT_DIR/results.tar.gz every 20 s, so a run cut off
+# by its time limit still returns what it had.
+set -uo pipefail
+RUN=${1:?run dir}; OUT=${2:?out dir}; MIN=${3:-4}
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TQDM_DISABLE=1
+mkdir -p "$OUT/logs"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/logs/gpu.txt" 2>&1
+python3 -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" | tee -a "$OUT/logs/gpu.txt"
+
+pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude='data' --exclude='features' \
+           models eval 2>/dev/null; tar -rf /dev/null 2>/dev/null; mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz";
+         tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs; }
+
+# name | prismrec train arguments
+JOBS=(
+  "prism|--model prism --seed 0"
+  "prism-seed1|--model prism --seed 1"
+  "prism-seed2|--model prism --seed 2"
+  "tiger|--model tiger --seed 0"
+  "sasrec|--model sasrec --seed 0"
+  "prism-no-dsi|--model prism --no-dsi --seed 0"
+  "prism-no-ssa|--model prism --no-ssa --seed 0"
+  "prism-no-ats|--model prism --no-ats --seed 0"
+)
+start=$(date +%s)
+pids=()
+for job in "${JOBS[@]}"; do
+  name=${job%%|*}; args=${job#*|}
+  ( python3 -m prismrec.cli train "$RUN" $args --device cuda --max-minutes "$MIN" \
+      && python3 -m prismrec.cli evaluate "$RUN" $args --device cuda ) > "$OUT/logs/$name.log" 2>&1 &
+  pids+=($!)
+done
+while :; do
+  alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive+1)); done
+  pack; echo "t=$(( $(date +%s) - start ))s running=$alive"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  [ "$alive" -eq 0 ] && break; sleep 20
+done
+for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$OUT/logs/$name.log"; done
+python3 benchmarks/isr_latency.py --device cuda --amp --repeats 3 --latency-repeats 50 \
+   --out "$OUT/logs/isr_latency-gpu.json" > "$OUT/logs/latency.log" 2>&1; tail -n 15 "$OUT/logs/latency.log"
+pack
+echo "total $(( $(date +%s) - start ))s"
