@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -31,16 +32,37 @@ def check_item_texts(data: PreparedData, where: str) -> list[str]:
     return texts.astype(str).tolist()
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch CPU threads (0: unchanged), restoring the previous setting.
+    On a busy machine one thread avoids OpenMP oversubscription, which slows LightGCN many-fold."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Path:
     """Build ``RUN_DIR/features`` unless it is current for this config and data stage."""
     run_dir = Path(run_dir)
     final = run_dir / STAGE
-    config = {"features": asdict(cfg)}
+    # the thread count changes speed, not results: it does not make the stage stale
+    config = {"features": {k: v for k, v in asdict(cfg).items() if k != "threads"}}
     inputs = {"data": stage_fingerprint(run_dir / "data")}
     if not force and is_current(final, stage_fingerprint_for(config, inputs)):
         log.info("features: up to date in %s (use --force to recompute)", final)
         return final
 
+    with torch_threads(cfg.threads):
+        return _build(run_dir, final, cfg, config, inputs)
+
+
+def _build(run_dir: Path, final: Path, cfg: FeatureConfig, config: dict, inputs: dict) -> Path:
     data = load_prepared(run_dir)
     texts = check_item_texts(data, str(run_dir / "data" / "items.parquet"))
     device = text_encoder.resolve_device(cfg.device)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from prismrec.data.dataset import PreparedData
+from prismrec.errors import PrismrecError
 
 log = logging.getLogger("prismrec")
 
@@ -55,7 +56,8 @@ def training_interactions(data: PreparedData) -> Interactions:
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     if len(seqs) and lengths.min() < 3:
         short = int((lengths < 3).sum())
-        raise ValueError(f"{short} users have fewer than 3 items; leave-one-out needs train + valid + test")
+        raise PrismrecError(f"sequences.parquet: {short} users have fewer than 3 items; "
+                            "leave-one-out needs a training item, a validation item and a test item")
     flat = np.concatenate(seqs).astype(np.int64)
     users = np.repeat(np.arange(len(seqs)), lengths)
     ends = np.cumsum(lengths)
