@@ -10,33 +10,36 @@
 # benchmark runs. Results are packed into OUT_DIR/results.tar.gz every 20 s, so a run cut off
 # by its time limit still returns what it had.
 set -uo pipefail
-RUN=${1:?run dir}; OUT=${2:?out dir}; MIN=${3:-4}
+RUN=${1:?run dir}; OUT=${2:?out dir}; MIN=${3:-4}; DEVICE=${DEVICE:-cuda}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TQDM_DISABLE=1
 mkdir -p "$OUT/logs"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/logs/gpu.txt" 2>&1
 python3 -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" | tee -a "$OUT/logs/gpu.txt"
 
 pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude='data' --exclude='features' \
-           models eval 2>/dev/null; tar -rf /dev/null 2>/dev/null; mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz";
+           models eval 2>/dev/null; mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz";
          tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs; }
 
 # name | prismrec train arguments
+# The generative models train with batch 512 and lr 2e-3 here (4x the paper's batch, so an epoch
+# is 4x fewer steps); SASRec keeps the reference row's settings (batch 128, lr 1e-3).
+GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002}
 JOBS=(
-  "prism|--model prism --seed 0"
-  "prism-seed1|--model prism --seed 1"
-  "prism-seed2|--model prism --seed 2"
-  "tiger|--model tiger --seed 0"
+  "prism|--model prism --seed 0 $GEN"
+  "prism-seed1|--model prism --seed 1 $GEN"
+  "prism-seed2|--model prism --seed 2 $GEN"
+  "tiger|--model tiger --seed 0 $GEN"
   "sasrec|--model sasrec --seed 0"
-  "prism-no-dsi|--model prism --no-dsi --seed 0"
-  "prism-no-ssa|--model prism --no-ssa --seed 0"
-  "prism-no-ats|--model prism --no-ats --seed 0"
+  "prism-no-dsi|--model prism --no-dsi --seed 0 $GEN"
+  "prism-no-ssa|--model prism --no-ssa --seed 0 $GEN"
+  "prism-no-ats|--model prism --no-ats --seed 0 $GEN"
 )
 start=$(date +%s)
 pids=()
 for job in "${JOBS[@]}"; do
   name=${job%%|*}; args=${job#*|}
-  ( python3 -m prismrec.cli train "$RUN" $args --device cuda --max-minutes "$MIN" \
-      && python3 -m prismrec.cli evaluate "$RUN" $args --device cuda ) > "$OUT/logs/$name.log" 2>&1 &
+  ( python3 -m prismrec.cli train "$RUN" $args --device "$DEVICE" --max-minutes "$MIN" \
+      && python3 -m prismrec.cli evaluate "$RUN" $args --device "$DEVICE" ) > "$OUT/logs/$name.log" 2>&1 &
   pids+=($!)
 done
 while :; do
@@ -45,7 +48,7 @@ while :; do
   [ "$alive" -eq 0 ] && break; sleep 20
 done
 for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$OUT/logs/$name.log"; done
-python3 benchmarks/isr_latency.py --device cuda --amp --repeats 3 --latency-repeats 50 \
+python3 benchmarks/isr_latency.py --device "$DEVICE" --amp --repeats 3 --latency-repeats 50 \
    --out "$OUT/logs/isr_latency-gpu.json" > "$OUT/logs/latency.log" 2>&1; tail -n 15 "$OUT/logs/latency.log"
 pack
 echo "total $(( $(date +%s) - start ))s"
