@@ -217,6 +217,10 @@ def train_lightgcn(inter: Interactions, *, dim: int = 64, num_layers: int = 3, l
                    l2: float = 1e-4, batch_size: int = 2048, epochs: int = 200, eval_every: int = 2,
                    patience: int = 10, k: int = 20, seed: int = 0, device: str = "cpu",
                    progress: bool | None = None) -> LightGCNResult:
+    for name, value in (("gcn_epochs", epochs), ("gcn_eval_every", eval_every), ("gcn_patience", patience),
+                        ("gcn_batch_size", batch_size), ("gcn_topk", k)):
+        if value < 1:
+            raise PrismrecError(f"features.{name}: expected a positive integer, got {value}")
     start_time = time.time()
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -137,3 +137,11 @@ def test_recall_masks_training_items_but_keeps_the_target():
     assert recall_at_k(user, items, train, target, k=1) == 0.0  # item 2 still ranks above
     assert recall_at_k(user, items, train, target, k=2) == 1.0  # items 3, 4 do not count
     assert recall_at_k(user, items, sp.csr_matrix((1, 5)), target, k=3) == 0.0  # unmasked: rank 4
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("eval_every", 0), ("patience", -1)])
+def test_non_positive_budget_settings_are_clear_errors(data, field, value):
+    from prismrec.errors import PrismrecError
+
+    with pytest.raises(PrismrecError, match=f"features.gcn_{field}: expected a positive integer"):
+        train_lightgcn(training_interactions(data), **{**SMALL, field: value})
