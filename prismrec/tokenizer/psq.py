@@ -9,15 +9,18 @@
 TIGER mode is the same code with the content embedding only and none of ACD/HSA/DHR (a
 plain RQ-VAE with one decoder); the ablations switch off exactly one module each.
 
-Codebooks are *learned* parameters, not EMA buffers. The paper updates them by EMA, but
-then no loss gradient ever reaches them, so HSA could not shape them (the reference
-code's flaw that SPEC section 4 forbids). With learned codebooks the VQ-VAE codebook
-loss ||sg[r_l] - C_l[c_l]||^2 plays EMA's role (pull each code to the mean of its
-residuals) and the HSA terms act on the same parameters. Dead codes are re-seeded from
-current residuals, and k-means initialisation keeps the start stable.
+Codebooks are *parameters* that two things move. (1) The paper's EMA update, applied to
+the parameters after each optimizer step (ResidualQuantizer.ema_step: each used code moves
+1 - decay of the way to its batch residual mean); with ema_decay = 0 the VQ-VAE codebook
+loss ||sg[r_l] - C_l[c_l]||^2 does this job instead. (2) Gradients of the HSA terms (and of
+the optional balance term) through the optimizer. A pure EMA buffer would receive no
+gradient, so HSA could not shape it: the reference code's flaw that SPEC section 4
+forbids. Dead codes are re-seeded from current residuals; k-means initialises the codes.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +72,7 @@ class ResidualQuantizer(nn.Module):
         # codes hit since the last revival, and the last training batch's residuals (revival seeds)
         self.register_buffer("usage", torch.zeros(num_layers, codebook_size))
         self.last_residuals: torch.Tensor | None = None
+        self.last_codes: torch.Tensor | None = None
 
     @torch.no_grad()
     def kmeans_init(self, z: torch.Tensor, seed: int) -> None:
@@ -109,7 +113,24 @@ class ResidualQuantizer(nn.Module):
                 for layer in range(self.num_layers):
                     self.usage[layer] += torch.bincount(out["codes"][:, layer], minlength=self.codebook_size)
                 self.last_residuals = out["r"].detach()
+                self.last_codes = out["codes"]
         return out
+
+    @torch.no_grad()
+    def ema_step(self, decay: float) -> None:
+        """Move every code used by the last training batch a fraction (1 - decay) of the way to
+        the mean of its residuals: the paper's EMA update, applied to the codebook parameters
+        themselves (after the optimizer step), so that gradient updates from HSA persist and
+        are not overwritten by a separate running mean."""
+        if self.last_residuals is None or self.last_codes is None:
+            return
+        for layer in range(self.num_layers):
+            codes, residual = self.last_codes[:, layer], self.last_residuals[:, layer]
+            counts = torch.bincount(codes, minlength=self.codebook_size).to(residual.dtype)
+            sums = torch.zeros_like(self.codebooks[layer]).index_add_(0, codes, residual)
+            used = counts > 0
+            means = sums[used] / counts[used, None]
+            self.codebooks.data[layer, used] = decay * self.codebooks.data[layer, used] + (1 - decay) * means
 
     @torch.no_grad()
     def revive_dead_codes(self, generator: torch.Generator) -> int:
@@ -148,6 +169,12 @@ class PurifiedSemanticQuantizer(nn.Module):
         self.content_dim, self.collab_dim = content_dim, collab_dim
         in_dim = content_dim + (collab_dim if self.use_collab else 0)
 
+        # per-dimension standardisation of the inputs (set from the catalogue by set_input_stats):
+        # unit-norm sentence embeddings have tiny per-dimension variance, and without it the
+        # reconstruction terms are too weak to stop the encoder from collapsing z onto a few codes
+        for name, dim in (("content", content_dim), ("collab", collab_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
         self.gate = TrustGate(collab_dim, cfg.gate_hidden, cfg.gate_dropout) if self.use_acd else None
         self.encoder = mlp([in_dim, *cfg.hidden_dims, cfg.latent_dim], cfg.dropout)
         self.quantizer = ResidualQuantizer(cfg.num_layers, cfg.codebook_size, cfg.latent_dim)
@@ -167,8 +194,19 @@ class PurifiedSemanticQuantizer(nn.Module):
                 nn.Linear((level + 1) * cfg.latent_dim, tag_tables[level].shape[0]) for level in range(levels))
 
     # ------------------------------------------------------------------ encoder side
+    @torch.no_grad()
+    def set_input_stats(self, content: torch.Tensor, collab: torch.Tensor) -> None:
+        self.content_mean.copy_(content.mean(0))
+        self.content_std.copy_(content.std(0).clamp_min(1e-6))
+        self.collab_mean.copy_(collab.mean(0))
+        self.collab_std.copy_(collab.std(0).clamp_min(1e-6))
+
+    def standardise(self, content: torch.Tensor, collab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (content - self.content_mean) / self.content_std, (collab - self.collab_mean) / self.collab_std
+
     def purify(self, content: torch.Tensor, collab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Encoder input, the gate (None without ACD) and the collab signal the encoder sees."""
+        """Encoder input, the gate (None without ACD) and the collab signal the encoder sees
+        (inputs already standardised)."""
         if not self.use_collab:
             return content, None, None
         gate = self.gate(collab) if self.use_acd else None
@@ -176,7 +214,7 @@ class PurifiedSemanticQuantizer(nn.Module):
         return torch.cat([content, purified], dim=1), gate, purified
 
     def encode(self, content: torch.Tensor, collab: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.purify(content, collab)[0])
+        return self.encoder(self.purify(*self.standardise(content, collab))[0])
 
     # ------------------------------------------------------------------ losses
     def forward(self, content: torch.Tensor, collab: torch.Tensor, popularity: torch.Tensor,
@@ -184,6 +222,7 @@ class PurifiedSemanticQuantizer(nn.Module):
         """Every loss term of Eq. 9 (plus the codebook loss of learned codebooks) and ``total``.
         ``tags`` (B, L) int64 per-level tag index, 0 = PAD (ignored)."""
         cfg = self.cfg
+        content, collab = self.standardise(content, collab)
         x, gate, purified = self.purify(content, collab)
         z = self.encoder(x)
         quant = self.quantizer(z)
@@ -195,16 +234,25 @@ class PurifiedSemanticQuantizer(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         # VQ terms, per layer: commitment moves the encoder (through every residual r_l),
         # the codebook term moves the codebooks (it replaces the paper's EMA update)
-        losses["commit"] = (r - q.detach()).pow(2).sum(-1).sum(-1).mean()
-        losses["codebook"] = (r.detach() - q).pow(2).sum(-1).sum(-1).mean()
+        # (squared errors are averaged per dimension everywhere, as reconstruction is: summed
+        # over the 32 latent dimensions the commitment outweighs reconstruction and the
+        # encoder collapses items onto a few codewords)
+        losses["commit"] = (r - q.detach()).pow(2).mean(-1).sum(-1).mean()
+        losses["codebook"] = (r.detach() - q).pow(2).mean(-1).sum(-1).mean()
 
+        # reconstruction errors are per-dimension means, so each DHR head weighs the same
+        # whatever its width (384-d content vs 64-d collab); the single decoder of the
+        # ablation / TIGER averages over the whole concatenated input instead
         if self.use_dhr:
-            losses["recon_content"] = (self.content_decoder(z_st) - content).pow(2).sum(1).mean()
+            losses["recon_content"] = (self.content_decoder(z_st) - content).pow(2).mean()
             # target detached: the gate is trained by ACD and by what the encoder needs, not
             # pushed to zero to make the collab reconstruction trivially easy
-            losses["recon_collab"] = (self.collab_decoder(z_st) - purified.detach()).pow(2).sum(1).mean()
+            losses["recon_collab"] = (self.collab_decoder(z_st) - purified.detach()).pow(2).mean()
         else:
-            losses["recon"] = (self.decoder(z_st) - x.detach()).pow(2).sum(1).mean()
+            losses["recon"] = (self.decoder(z_st) - x.detach()).pow(2).mean()
+
+        if cfg.balance_weight > 0:
+            losses["balance"] = self.balance_loss(r)
 
         if gate is not None:
             losses["acd_pop"], losses["acd_var"] = acd_losses(gate, popularity, cfg.acd_margin)
@@ -213,27 +261,43 @@ class PurifiedSemanticQuantizer(nn.Module):
             losses["hsa_anchor"], losses["hsa_cls"] = self.hsa_losses(q, r, tags)
 
         total = losses.get("recon", 0) + losses.get("recon_content", 0) + losses.get("recon_collab", 0)
-        total = total + cfg.beta * losses["commit"] + losses["codebook"]
+        # with EMA codebooks (ema_decay > 0) the EMA step does the codebook term's job
+        total = total + cfg.beta * losses["commit"] + (losses["codebook"] if cfg.ema_decay <= 0 else 0)
         if "acd_pop" in losses:
             total = total + cfg.lambda_acd * (losses["acd_pop"] + losses["acd_var"])
         if "hsa_anchor" in losses:
             total = total + cfg.lambda_hsa * (losses["hsa_anchor"] + losses["hsa_cls"])
+        if "balance" in losses:
+            total = total + cfg.balance_weight * losses["balance"]
         losses["total"] = total
         losses["codes"] = quant["codes"]
         return losses
+
+    def balance_loss(self, r: torch.Tensor) -> torch.Tensor:
+        """Not in the paper (off by default; tokenizer.balance_weight): log K - entropy of the
+        batch's mean soft code assignment, per layer. It spreads items over the codes (high
+        perplexity) by moving both the residuals and the codebooks; temperatures are relative
+        to the batch's mean distance to the nearest code, so the term is scale-free."""
+        loss = r.new_zeros(())
+        for layer in range(self.quantizer.num_layers):
+            dist = squared_distances(r[:, layer], self.quantizer.codebooks[layer])
+            scale = dist.detach().min(1).values.mean().clamp_min(1e-8)
+            usage = torch.softmax(-dist / scale, dim=1).mean(0)
+            loss = loss + math.log(self.quantizer.codebook_size) + (usage * usage.clamp_min(1e-12).log()).sum()
+        return loss
 
     def hsa_losses(self, q: torch.Tensor, r: torch.Tensor, tags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 6-7, summed over levels, each averaged over the items with a (non-PAD) tag.
 
         Anchor term: p_l = W_l t_l against the soft prototype sum_k alpha_k C_l[k]; its
         gradient reaches both the projection W_l and the codebook C_l.
-        Classifier term: CE of a linear classifier over [q_1 || ... || q_l]. Its input
-        has the value of the codewords but the gradient of both the codewords and the
-        residuals (q + r - sg[r]), so tag supervision shapes the codebooks and the encoder.
+        Classifier term: CE of a linear classifier over the codewords [q_1 || ... || q_l];
+        its gradient reaches the classifiers and the codebooks (not the encoder: routed into
+        the encoder it clustered the latents by category and cost code balance on Beauty).
         """
         anchor_loss = q.new_zeros(())
         cls_loss = q.new_zeros(())
-        mixed = q + (r - r.detach())
+        mixed = q
         for level in range(self.hsa_levels):
             tag = tags[:, level]
             has_tag = tag > 0
@@ -243,7 +307,7 @@ class PurifiedSemanticQuantizer(nn.Module):
             anchor = self.anchor_projections[level](getattr(self, f"tag_table_{level}")[tag[has_tag]])
             alpha = torch.softmax(-squared_distances(anchor, book) / self.cfg.tau_hsa, dim=1)
             prototype = alpha @ book
-            anchor_loss = anchor_loss + (anchor - prototype).pow(2).sum(1).mean()
+            anchor_loss = anchor_loss + (anchor - prototype).pow(2).mean()
             h = mixed[has_tag, : level + 1].flatten(1)
             cls_loss = cls_loss + F.cross_entropy(self.tag_classifiers[level](h), tag[has_tag])
         return anchor_loss, cls_loss

@@ -111,10 +111,11 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
     content_t = torch.as_tensor(content, dtype=torch.float32, device=device)
     collab_t = torch.as_tensor(collab, dtype=torch.float32, device=device)
     pop_t = torch.tensor(np.asarray(popularity), dtype=torch.float32, device=device)
-    tags_t = torch.as_tensor(tags, dtype=torch.long, device=device) if tags is not None else None
+    tags_t = torch.tensor(tags, dtype=torch.long, device=device) if tags is not None else None
     tables = [torch.as_tensor(t, dtype=torch.float32) for t in tag_tables] if tags is not None else None
     model = PurifiedSemanticQuantizer(cfg, content.shape[1], collab.shape[1], tables).to(device)
 
+    model.set_input_stats(content_t, collab_t)
     n = len(content)
     sample = torch.randperm(n, generator=gen)[: cfg.kmeans_samples].to(device)
     model.eval()
@@ -122,7 +123,11 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
         model.quantizer.kmeans_init(model.encode(content_t[sample], collab_t[sample]), cfg.seed)
     model.train()
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # codebooks: own learning rate and no weight decay (decay would drag codes to the origin)
+    books = [model.quantizer.codebooks]
+    rest = [p for n, p in model.named_parameters() if n != "quantizer.codebooks"]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": books, "lr": cfg.lr * cfg.codebook_lr_scale,
+                                                "weight_decay": 0.0}], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -140,6 +145,8 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if cfg.ema_decay > 0:
+                model.quantizer.ema_step(cfg.ema_decay)
             sched.step()
             for k, v in losses.items():
                 if k != "codes":

@@ -51,7 +51,7 @@ PATHS = {
     "acd_pop": (["gate"], ["encoder", "codebooks"]),
     "acd_var": (["gate"], ["encoder", "codebooks"]),
     "hsa_anchor": (["codebooks", "anchor_projections"], ["encoder"]),
-    "hsa_cls": (["tag_classifiers", "codebooks", "encoder"], []),
+    "hsa_cls": (["tag_classifiers", "codebooks"], ["encoder"]),
     "recon_content": (["content_decoder", "encoder", "gate"], ["collab_decoder", "codebooks"]),
     "recon_collab": (["collab_decoder", "encoder"], ["content_decoder"]),
 }
@@ -85,13 +85,14 @@ def test_hsa_anchor_step_on_codebooks_lowers_the_anchor_loss():
     assert float(model(*batch)["hsa_anchor"]) < before
 
 
-def test_total_loss_uses_paper_weights():
-    model, batch = build()
-    torch.manual_seed(1)
+@pytest.mark.parametrize("ema_decay", [0.99, 0.0])
+def test_total_loss_uses_paper_weights(ema_decay):
+    model, batch = build(ema_decay=ema_decay)
     model.eval()  # no dropout: two forwards agree
     out = model(*batch)
     cfg = model.cfg
-    expected = (out["recon_content"] + out["recon_collab"] + cfg.beta * out["commit"] + out["codebook"]
+    codebook_term = out["codebook"] if ema_decay == 0 else 0  # EMA replaces the codebook loss
+    expected = (out["recon_content"] + out["recon_collab"] + cfg.beta * out["commit"] + codebook_term
                 + cfg.lambda_acd * (out["acd_pop"] + out["acd_var"]) + cfg.lambda_hsa * (out["hsa_anchor"] + out["hsa_cls"]))
     assert torch.allclose(out["total"], expected)
 
@@ -122,6 +123,22 @@ def test_ablations_remove_exactly_their_module(overrides, present, absent):
         assert model.gate is None and model.use_collab
     if overrides.get("mode") == "tiger":
         assert model.encoder[0].in_features == D_CONTENT  # content only
+
+
+def test_ema_step_pulls_used_codes_towards_their_residual_mean():
+    model, batch = build()
+    out = model(*batch)
+    q = model.quantizer
+    code = int(out["codes"][0, 0])
+    members = out["codes"][:, 0] == code
+    mean = q.last_residuals[members, 0].mean(0)
+    before = q.codebooks[0, code].detach().clone()
+    snapshot = q.codebooks.detach().clone()
+    q.ema_step(0.9)
+    assert torch.allclose(q.codebooks[0, code], 0.9 * before + 0.1 * mean, atol=1e-5)
+    unused = torch.nonzero(torch.bincount(out["codes"][:, 0], minlength=8) == 0).flatten()
+    if len(unused):  # codes nobody used do not move
+        assert torch.equal(q.codebooks[0, unused].detach(), snapshot[0, unused])
 
 
 def test_dead_codes_are_revived_from_current_residuals():
