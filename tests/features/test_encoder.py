@@ -8,7 +8,7 @@ import pytest
 
 from prismrec.errors import PrismrecError
 from prismrec.features.encoder import (DEFAULT_ENCODER, encode_tags, encode_texts, load_encoder,
-                                       resolve_device, resolve_encoder)
+                                       resolve_device, resolve_encoder, resolve_precision)
 
 TEXTS = ["Title: Matte red lipstick. Brand: Rouge. Category: Makeup > Lips > Lipstick",
          "Title: Long-lasting red lip colour. Brand: Rouge. Category: Makeup > Lips > Lipstick",
@@ -74,3 +74,19 @@ def test_missing_local_directory_is_a_clear_error(tmp_path):
 def test_bad_device_names_the_field():
     with pytest.raises(PrismrecError, match="features.device"):
         resolve_device("tpu")
+
+
+def test_bfloat16_encoding_stays_close_to_float32(model):
+    exact = encode_texts(model, TEXTS)
+    fast = encode_texts(model, TEXTS, precision="bfloat16")
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    assert (fast * exact).sum(1).min() > 0.999
+    np.testing.assert_array_equal(fast, encode_texts(model, TEXTS, precision="bfloat16"))  # deterministic
+
+
+def test_precision_setting_is_checked_and_auto_resolves():
+    assert resolve_precision("float32", "cpu") == "float32"
+    assert resolve_precision("auto", "cpu") in ("float32", "bfloat16")
+    with pytest.raises(PrismrecError, match="features.encode_precision"):
+        resolve_precision("fp8", "cpu")
