@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--dedup-items", type=int, default=1_000_000)
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the result files (tokenize-DATE[-TAG].md/json)")
     args = parser.parse_args()
 
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -112,7 +113,7 @@ def main() -> None:
         return
     folder = REPO / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"tokenize-{results['date']}"
+    stem = folder / f"tokenize-{results['date']}{'-' + args.tag if args.tag else ''}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     lines = [f"# Tokenize benchmark, {results['date']}", "", f"Machine: {results['machine']}.", ""]
     if "beauty" in results:
