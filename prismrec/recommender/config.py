@@ -40,7 +40,9 @@ class RecommenderConfig:
     # training
     lr: float = 5e-4
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
+    # linear warmup over a fixed number of steps, then cosine decay over `epochs`; a fixed count
+    # (not a share of all epochs) so that early-stopped and time-budgeted runs are not all warmup
+    warmup_steps: int = 500
     batch_size: int = 128
     eval_batch_size: int = 512
     epochs: int = 200

@@ -69,13 +69,13 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def lr_schedule(kind: str, total_steps: int, warmup_ratio: float):
+def lr_schedule(kind: str, total_steps: int, warmup_steps: int):
     """Multiplier of the base learning rate at each optimizer step."""
     if kind == "constant":
         return lambda step: 1.0
     if kind != "warmup-cosine":
         raise PrismrecError(f"recommender schedule: expected constant or warmup-cosine, got {kind!r}")
-    warmup = max(1, int(warmup_ratio * total_steps))
+    warmup = max(1, min(warmup_steps, total_steps // 2))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -171,7 +171,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     optimizer = torch.optim.Adam(trainable, lr=rcfg.sasrec_lr if sasrec else rcfg.lr, weight_decay=rcfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / rcfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
-        rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_ratio))
+        rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_steps))
     state = {"epoch": 0, "step": 0, "loss_sums": {}, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
              "log": [], "stop_reason": None}
 

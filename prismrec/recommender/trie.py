@@ -34,7 +34,7 @@ class SemanticIdTrie(nn.Module):
 
     def __init__(self, codes: np.ndarray | torch.Tensor, vocab_sizes: Optional[Sequence[int]] = None):
         super().__init__()
-        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long).cpu()
+        codes = torch.as_tensor(np.array(codes, dtype=np.int64))  # a copy: inputs may be read-only views
         if codes.ndim != 2 or len(codes) == 0:
             raise ValueError(f"codes must be a non-empty (N, T) matrix, got shape {tuple(codes.shape)}")
         if (codes < 0).any():

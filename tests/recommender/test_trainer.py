@@ -157,3 +157,14 @@ def test_most_popular_trains_in_zero_epochs(run):
     out = train_run(run, tiny_config(model="pop"))
     log = read_log(out)
     assert log["epochs"] == [] and (out / "best.pt").exists()
+
+
+def test_warmup_is_a_fixed_step_count_then_cosine():
+    from prismrec.recommender.trainer import lr_schedule
+
+    f = lr_schedule("warmup-cosine", total_steps=100_000, warmup_steps=500)
+    assert f(0) == pytest.approx(1 / 500) and f(499) == pytest.approx(1.0)
+    assert f(500) == pytest.approx(1.0) and f(100_000) == pytest.approx(0.0)
+    assert 0.0 < f(50_000) < 1.0
+    short = lr_schedule("warmup-cosine", total_steps=100, warmup_steps=500)
+    assert short(49) == pytest.approx(1.0)  # warmup never exceeds half of a short run
