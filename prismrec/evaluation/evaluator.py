@@ -57,7 +57,8 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     ``cfg`` is the pipeline config (or its ``recommender`` section).
     """
     from prismrec.recommender.registry import model_dir_name
-    from prismrec.recommender.trainer import load_trained, resolve_device, require_trained
+    from prismrec.device import resolve_device
+    from prismrec.recommender.trainer import load_trained, require_trained
 
     rcfg = getattr(cfg, "recommender", cfg)
     run_dir = Path(run_dir)
@@ -70,7 +71,7 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
         log.info("evaluate %s: unchanged, reusing %s", name, final)
         return read_json(final / "metrics.json")
 
-    device = resolve_device(rcfg.device)
+    device = resolve_device(rcfg.device, "recommender.device")
     model, ctx, checkpoint = load_trained(run_dir, rcfg, device)
     start = time.time()
     kwargs = dict(batch_size=rcfg.eval_batch_size, device=device, progress=True)

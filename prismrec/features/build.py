@@ -12,6 +12,7 @@ import numpy as np
 
 from prismrec.artifacts import build_stage, is_current, stage_fingerprint, stage_fingerprint_for, write_json
 from prismrec.data.dataset import PreparedData, load_prepared
+from prismrec.device import resolve_device
 from prismrec.errors import PrismrecError
 from prismrec.features import encoder as text_encoder
 from prismrec.features.config import FeatureConfig
@@ -61,7 +62,7 @@ def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Pa
     started = time.time()
     data = load_prepared(run_dir)
     texts = check_item_texts(data, str(run_dir / "data" / "items.parquet"))
-    device = text_encoder.resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device, "features.device"))
 
     precision = text_encoder.resolve_precision(cfg.encode_precision, device)
     log.info("features: encoding %d item texts and %d tag levels with %s (%s, %s)",

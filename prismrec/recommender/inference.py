@@ -30,10 +30,11 @@ class Recommender:
     @classmethod
     def load(cls, run_dir: str | Path, cfg, device: str | None = None) -> "Recommender":
         from prismrec.recommender.registry import model_dir_name
-        from prismrec.recommender.trainer import load_trained, resolve_device
+        from prismrec.device import resolve_device
+        from prismrec.recommender.trainer import load_trained
 
         rcfg = getattr(cfg, "recommender", cfg)
-        dev = resolve_device(device or rcfg.device)
+        dev = resolve_device(device or rcfg.device, "recommender.device")
         model, ctx, checkpoint = load_trained(run_dir, rcfg, dev)
         return cls(model, ctx, checkpoint, model_dir_name(rcfg), dev)
 

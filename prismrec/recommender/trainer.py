@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from prismrec.artifacts import (MANIFEST, _versions, atomic_write, is_current, read_json, stage_fingerprint_for,
                                 write_json)
+from prismrec.device import resolve_device
 from prismrec.errors import MissingStageError, PrismrecError
 from prismrec.evaluation.evaluator import evaluate_examples
 from prismrec.recommender.base import Batch, SequentialRecommender
@@ -43,16 +44,6 @@ SELECT_ON = "ndcg@10"
 CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epochs
 # fields that change how the model is trained; device, budget and eval batch size do not
 NOT_TRAINING_SETTINGS = ("device", "max_minutes", "eval_batch_size")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PrismrecError(f"recommender.device: {name!r} requested but CUDA is not available (use cpu)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise PrismrecError(f"recommender.device: expected auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -150,7 +141,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # the directory is in flux until training ends
 
-    device = resolve_device(rcfg.device)
+    device = resolve_device(rcfg.device, "recommender.device")
     seed_everything(rcfg.seed)
     model = build_model(ctx, rcfg).to(device)
     started = time.time()

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from prismrec.artifacts import (atomic_write, build_stage, is_current, require_stage, stage_fingerprint,
                                 stage_fingerprint_for, write_json, write_text)
 from prismrec.data.dataset import PreparedData, load_prepared
+from prismrec.device import resolve_device
 from prismrec.errors import PrismrecError
 from prismrec.features.store import ItemFeatures, load_features
 from prismrec.tokenizer.config import TokenizerConfig
@@ -29,16 +30,6 @@ from prismrec.tokenizer.quality import markdown_table, quality_report
 from prismrec.tokenizer.store import SemanticIds, variant_name, write_sids
 
 log = logging.getLogger("prismrec")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise PrismrecError(f"tokenizer.device: expected auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PrismrecError("tokenizer.device: cuda requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def normalised(cfg: TokenizerConfig) -> TokenizerConfig:
@@ -105,7 +96,7 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
                     tags: np.ndarray | None, tag_tables: list[np.ndarray], progress: bool | None = None
                     ) -> PurifiedSemanticQuantizer:
     """Train a quantizer on all items (deterministic for a seed on a given device)."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "tokenizer.device")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     content_t = torch.as_tensor(content, dtype=torch.float32, device=device)

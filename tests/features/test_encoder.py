@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from prismrec.errors import PrismrecError
-from prismrec.features.encoder import (DEFAULT_ENCODER, encode_tags, encode_texts, load_encoder,
-                                       resolve_device, resolve_encoder, resolve_precision)
+from prismrec.device import resolve_device
+from prismrec.features.encoder import (DEFAULT_ENCODER, encode_tags, encode_texts, load_encoder, resolve_encoder,
+                                       resolve_precision)
 
 TEXTS = ["Title: Matte red lipstick. Brand: Rouge. Category: Makeup > Lips > Lipstick",
          "Title: Long-lasting red lip colour. Brand: Rouge. Category: Makeup > Lips > Lipstick",
@@ -73,7 +74,7 @@ def test_missing_local_directory_is_a_clear_error(tmp_path):
 
 def test_bad_device_names_the_field():
     with pytest.raises(PrismrecError, match="features.device"):
-        resolve_device("tpu")
+        resolve_device("tpu", "features.device")
 
 
 def test_bfloat16_encoding_stays_close_to_float32(model):
