@@ -57,6 +57,10 @@ def run_pipeline(run_dir: Path, cfg: PipelineConfig, dataset: str = "ml-100k",
         timed(f"train {model}", train_run, run_dir, mcfg, force=force)
         results[model] = timed(f"evaluate {model}", evaluate_run, run_dir, mcfg)
     _print_summary(results, timings)
+    from prismrec.evaluation.report import write_report
+
+    _, plot = write_report(run_dir)
+    log.info("report: %s%s", run_dir / "eval" / "report.md", f", curves: {plot}" if plot else "")
     return results
 
 

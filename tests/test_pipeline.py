@@ -43,6 +43,7 @@ def test_run_executes_every_stage_and_prints_metrics(tmp_path):
     sets = [x for s in TINY for x in ("--set", s)]
     result = run(["run", "--dataset", str(dataset), "--out", str(out), "--device", "cpu", *sets])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "eval" / "report.md").exists() and (out / "eval" / "training_curves.png").exists()
     for stage in ("data", "features", "tokenizer", "models/prism", "models/pop", "eval/prism", "eval/pop"):
         assert (out / stage / "manifest.json").exists() or (out / stage / "metrics.json").exists(), stage
     metrics = json.loads((out / "eval" / "prism" / "metrics.json").read_text())

@@ -86,3 +86,12 @@ def register(app: typer.Typer) -> None:
         rec = Recommender.load(run_dir, cfg)
         for rank, row in enumerate(rec.recommend(history, k), start=1):
             typer.echo(f"{rank:>3}  {row['item_id']}  {row['score']:.4f}  {row['title']}")
+
+    @app.command()
+    def report(run_dir: RunDir) -> None:
+        """Every evaluated model side by side (mean ± std over seeds) and the training curves (PNG)."""
+        from prismrec.evaluation.report import write_report
+
+        text, plot = write_report(run_dir)
+        typer.echo(text)
+        typer.echo(f"written: {run_dir / 'eval' / 'report.md'}" + (f", {plot}" if plot else ""))

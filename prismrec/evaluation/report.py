@@ -1,0 +1,78 @@
+"""Side-by-side report of every evaluated model in a run: ``prismrec report RUN_DIR``.
+
+Seeds of one configuration (``prism``, ``prism-seed1``, ...) are grouped and shown
+as mean ± standard deviation; the training curves (validation NDCG@10 per epoch)
+are drawn into ``RUN_DIR/eval/training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from prismrec.artifacts import atomic_write, read_json, write_text
+from prismrec.errors import PrismrecError
+
+COLUMNS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def collect(run_dir: Path) -> dict[str, list[dict]]:
+    """metrics.json of every evaluated model, grouped by configuration (seed suffix removed)."""
+    groups: dict[str, list[dict]] = {}
+    for path in sorted(Path(run_dir, "eval").glob("*/metrics.json")):
+        groups.setdefault(SEED_SUFFIX.sub("", path.parent.name), []).append(read_json(path))
+    if not groups:
+        raise PrismrecError(f"{Path(run_dir) / 'eval'}: no evaluated model; run `prismrec evaluate RUN_DIR` first")
+    return groups
+
+
+def markdown_report(groups: dict[str, list[dict]], split: str = "test") -> str:
+    head = "| model | seeds | " + " | ".join(c.replace("recall", "R").replace("ndcg", "N") for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for name, runs in groups.items():
+        cells = []
+        for col in COLUMNS:
+            values = np.array([r[split][col] for r in runs])
+            cells.append(f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""))
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_training_curves(run_dir: Path) -> Path | None:
+    """Validation NDCG@10 per epoch of every trained model (PNG); None when no model has a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = sorted(Path(run_dir, "models").glob("*/train_log.json"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = 0
+    for path in logs:
+        epochs = [e for e in read_json(path).get("epochs", []) if e.get("valid")]
+        if epochs:
+            ax.plot([e["epoch"] for e in epochs], [e["valid"]["ndcg@10"] for e in epochs], marker=".",
+                    label=path.parent.name)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(run_dir) / "eval" / "training_curves.png"
+    atomic_write(out, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return out
+
+
+def write_report(run_dir: Path) -> tuple[str, Path | None]:
+    groups = collect(run_dir)
+    text = "## Test\n\n" + markdown_report(groups, "test") + "\n## Validation\n\n" + markdown_report(groups, "valid")
+    write_text(Path(run_dir) / "eval" / "report.md", text)
+    return text, plot_training_curves(run_dir)

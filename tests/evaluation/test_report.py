@@ -1,0 +1,44 @@
+"""`prismrec report`: seeds grouped into mean ± std, training curves drawn."""
+
+import json
+
+import numpy as np
+import pytest
+
+from prismrec.errors import PrismrecError
+from prismrec.evaluation.report import collect, markdown_report, write_report
+
+KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+def fake_run(tmp_path, values):
+    for name, v in values.items():
+        metrics = {"test": {k: v for k in KEYS}, "valid": {k: v / 2 for k in KEYS}}
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / "models" / name).mkdir(parents=True)
+        log = {"epochs": [{"epoch": e, "valid": {"ndcg@10": v * e}} for e in (1, 2, 3)]}
+        (tmp_path / "models" / name / "train_log.json").write_text(json.dumps(log))
+    return tmp_path
+
+
+def test_seeds_are_grouped_with_mean_and_std(tmp_path):
+    run = fake_run(tmp_path, {"prism": 0.1, "prism-seed1": 0.2, "prism-seed2": 0.3, "pop": 0.05})
+    groups = collect(run)
+    assert sorted(groups) == ["pop", "prism"] and len(groups["prism"]) == 3
+    table = markdown_report(groups)
+    prism_row = next(line for line in table.splitlines() if line.startswith("| prism |"))
+    assert f"{0.2:.4f} ± {np.std([0.1, 0.2, 0.3], ddof=1):.4f}" in prism_row
+    assert "| pop | 1 | 0.0500 |" in table
+
+
+def test_report_writes_markdown_and_png(tmp_path):
+    run = fake_run(tmp_path, {"prism": 0.1, "tiger": 0.05})
+    text, plot = write_report(run)
+    assert (run / "eval" / "report.md").read_text() == text
+    assert plot is not None and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_evaluated_model_is_a_clear_error(tmp_path):
+    with pytest.raises(PrismrecError, match="no evaluated model"):
+        collect(tmp_path)
