@@ -3,26 +3,13 @@ and no half-written run directory."""
 
 import gzip
 import json
-import sys
 
 import pytest
 
-from prismrec.cli import main
 from prismrec.data.config import DataConfig
 from prismrec.data.prepare import prepare_dataset
 from prismrec.errors import PrismrecError
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run ``prismrec ARGS`` through the real entry point; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["prismrec", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from cli_helpers import run_cli
 
 
 def review_lines(n_users=6, per_user=5, n_items=5):

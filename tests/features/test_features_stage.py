@@ -1,19 +1,18 @@
 """``build_features`` / ``prismrec features``: artefacts, skip when unchanged, --force, clear errors."""
 
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from prismrec.artifacts import read_json
-from prismrec.cli import main
 from prismrec.data.synthetic import write_synthetic_run
 from prismrec.errors import PrismrecError
 from prismrec.features import build as build_module
 from prismrec.features.build import build_features
 from prismrec.features.config import FeatureConfig
 from prismrec.features.store import load_features
+from cli_helpers import run_cli
 
 FAST = FeatureConfig(device="cpu", gcn_epochs=3, gcn_eval_every=1, collab_dim=16)
 
@@ -99,17 +98,6 @@ def test_items_without_text_are_named(tmp_path):
 def test_missing_data_stage_says_which_command_makes_it(tmp_path):
     with pytest.raises(PrismrecError, match="prismrec prepare"):
         build_features(tmp_path, FAST)
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["prismrec", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_builds_then_skips_and_reports_a_missing_encoder(tmp_path, monkeypatch, capsys, caplog):
