@@ -21,6 +21,8 @@ from prismrec.features.store import STAGE, ItemFeatures, write_features
 
 log = logging.getLogger("prismrec")
 
+RUNTIME_SETTINGS = ("gcn_threads", "device")
+
 
 def check_item_texts(data: PreparedData, where: str) -> list[str]:
     """The items' encoder texts; items with no text are an error naming them."""
@@ -52,8 +54,8 @@ def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Pa
     """Build ``RUN_DIR/features`` unless it is current for this config and data stage."""
     run_dir = Path(run_dir)
     final = run_dir / STAGE
-    # the thread count changes speed, not results: it does not make the stage stale
-    config = {"features": {k: v for k, v in asdict(cfg).items() if k != "gcn_threads"}}
+    # where and how fast it runs does not make the stage stale (CPU and GPU agree up to float rounding)
+    config = {"features": {k: v for k, v in asdict(cfg).items() if k not in RUNTIME_SETTINGS}}
     inputs = {"data": stage_fingerprint(run_dir / "data")}
     if not force and is_current(final, stage_fingerprint_for(config, inputs)):
         log.info("features: up to date in %s (use --force to recompute)", final)

@@ -73,6 +73,8 @@ def test_unchanged_inputs_skip_and_force_recomputes(tmp_path, monkeypatch):
     created = read_json(run / "features" / "manifest.json")["created"]
     build_features(run, FAST)
     assert len(calls) == 1  # skipped
+    build_features(run, FeatureConfig(**{**FAST.__dict__, "device": "cpu", "gcn_threads": 2}))
+    assert len(calls) == 1  # where and how fast it runs does not make the stage stale
     build_features(run, FAST, force=True)
     assert len(calls) == 2
     build_features(run, FeatureConfig(**{**FAST.__dict__, "gcn_epochs": 2}))
