@@ -46,3 +46,24 @@ def test_unknown_item_is_a_422_naming_it():
 def test_bad_k_and_empty_history_are_rejected():
     assert client().post("/recommend", json={"history": ["a"], "k": 0}).status_code == 422
     assert client().post("/recommend", json={"history": [], "k": 3}).status_code == 422
+
+
+def test_serves_a_trained_model_from_a_run_directory(tmp_path):
+    """The real Recommender behind the app: most-popular trained on a synthetic run."""
+    from prismrec.data.dataset import load_prepared
+    from prismrec.data.synthetic import write_synthetic_run
+    from prismrec.recommender.config import RecommenderConfig
+    from prismrec.recommender.inference import Recommender
+    from prismrec.recommender.trainer import train_run
+
+    run = write_synthetic_run(tmp_path)
+    cfg = RecommenderConfig(model="pop", device="cpu")
+    train_run(run, cfg)
+    app = TestClient(create_app(Recommender.load(run, cfg)))
+    data = load_prepared(run)
+    assert app.get("/health").json() == {"status": "ok", "model": "pop", "items": data.num_items}
+    history = data.items["item_id"].tolist()[:3]
+    items = app.post("/recommend", json={"history": history, "k": 5}).json()["items"]
+    most_popular = data.items.sort_values("train_count", ascending=False, kind="stable")["item_id"].tolist()[:5]
+    assert [i["item_id"] for i in items] == most_popular
+    assert app.post("/recommend", json={"history": ["nope"], "k": 5}).status_code == 422

@@ -27,6 +27,14 @@ class Recommender:
         self.max_history = ctx.data.config.max_history
         self.num_time_buckets = ctx.data.config.num_time_buckets
 
+    @property
+    def model_name(self) -> str:
+        return self.name
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
     @classmethod
     def load(cls, run_dir: str | Path, cfg, device: str | None = None) -> "Recommender":
         from prismrec.recommender.registry import model_dir_name
