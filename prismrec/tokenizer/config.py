@@ -32,6 +32,8 @@ class TokenizerConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.99        # EMA pull of the codes to their residual means (0 = codebook loss instead)
     kmeans_samples: int = 8192
+    refit_iters: int = 10          # balanced k-means refit of the codebooks after training (prism mode; 0 = off)
+    refit_epsilon: float = 0.05    # its Sinkhorn regularisation, relative to the median distance
     revive_every: int = 1          # epochs between dead-code revivals (0 = never)
     dedup_neighbourhood: int = 64  # free candidate SIDs considered per colliding item
     dedup_beam: int = 4            # alternative codes of layer L-1 searched for free SIDs (besides the own prefix)

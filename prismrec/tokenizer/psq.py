@@ -44,6 +44,20 @@ def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.T + codebook.pow(2).sum(1)[None, :]
 
 
+def balanced_assignment(dist: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
+    """Codes (B,) of a Sinkhorn-balanced assignment of B points to K codes: the entropic optimal
+    transport plan that gives every code the same share of the points (as in SwAV / balanced
+    k-means), rounded per point to its heaviest code. ``epsilon`` is relative to the median
+    distance, so it is scale-free; smaller = closer to a hard balanced assignment."""
+    logits = -dist / (epsilon * dist.median().clamp_min(1e-12))
+    n, k = dist.shape
+    log_row = logits.new_zeros(n, 1)
+    for _ in range(iters):  # alternate: every code gets mass 1/K, every point mass 1/B (log domain)
+        log_col = -torch.logsumexp(logits + log_row, 0, keepdim=True) - math.log(k)
+        log_row = -torch.logsumexp(logits + log_col, 1, keepdim=True) - math.log(n)
+    return (logits + log_col).argmax(1)
+
+
 # ----------------------------------------------------------------------------- ACD (Eq. 2-4)
 class TrustGate(nn.Module):
     """Element-wise trust gate g = sigmoid(MLP(e_collab)) in (0, 1)^d_collab."""
@@ -131,6 +145,27 @@ class ResidualQuantizer(nn.Module):
             used = counts > 0
             means = sums[used] / counts[used, None]
             self.codebooks.data[layer, used] = decay * self.codebooks.data[layer, used] + (1 - decay) * means
+
+    @torch.no_grad()
+    def balanced_refit(self, z: torch.Tensor, iters: int, epsilon: float, sinkhorn_iters: int = 50) -> None:
+        """Refit every layer's codebook on the latents z (N, d) of all items by balanced k-means,
+        layer by layer on the residuals of the refitted layers above: assign the points to the
+        codes with balanced_assignment, move each code to the mean of its points, repeat.
+        Why: trained codebooks leave layer 1 unevenly used (some codes hold many items) and the
+        crowded layer-1 codes drive the prefix collisions; balanced centroids split crowded
+        regions and spread the nearest-code assignment. The SIDs are read off afterwards as
+        plain nearest codes, so they stay consistent with the saved codebooks."""
+        residual = z.detach().float()
+        for layer in range(self.num_layers):
+            book = self.codebooks.data[layer].clone()
+            for _ in range(iters):
+                codes = balanced_assignment(squared_distances(residual, book), epsilon, sinkhorn_iters)
+                counts = torch.bincount(codes, minlength=self.codebook_size).to(residual.dtype)
+                sums = torch.zeros_like(book).index_add_(0, codes, residual)
+                used = counts > 0
+                book[used] = sums[used] / counts[used, None]
+            self.codebooks.data[layer] = book
+            residual = residual - book[squared_distances(residual, book).argmin(1)]
 
     @torch.no_grad()
     def revive_dead_codes(self, generator: torch.Generator) -> int:

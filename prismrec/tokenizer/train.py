@@ -153,6 +153,9 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
             log.info("tokenize epoch %d/%d: %s", epoch + 1, cfg.epochs,
                      " ".join(f"{k}={v / steps_per_epoch:.4f}" for k, v in sums.items()))
     model.eval()
+    if cfg.mode == "prism" and cfg.refit_iters > 0:  # TIGER stays a plain RQ-VAE baseline
+        with torch.no_grad():
+            model.quantizer.balanced_refit(model.encode(content_t, collab_t), cfg.refit_iters, cfg.refit_epsilon)
     return model
 
 

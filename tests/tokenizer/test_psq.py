@@ -165,3 +165,40 @@ def test_tokenize_is_deterministic_and_matches_nearest_codes():
     assert torch.equal(codes, codes2) and codes.shape == (N, 3)
     first = torch.cdist(z, model.quantizer.codebooks[0]).argmin(1)
     assert torch.equal(codes[:, 0], first)
+
+
+def perplexity(codes: torch.Tensor, k: int) -> float:
+    p = torch.bincount(codes, minlength=k).float() / len(codes)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def test_balanced_assignment_gives_every_code_its_share():
+    from prismrec.tokenizer.psq import balanced_assignment, squared_distances
+
+    torch.manual_seed(0)
+    points = torch.randn(400, 2) * torch.tensor([3.0, 0.2])   # elongated cloud
+    codes = torch.randn(8, 2) * 0.1                           # all codes near the centre
+    nearest = squared_distances(points, codes).argmin(1)
+    balanced = balanced_assignment(squared_distances(points, codes), epsilon=0.05, iters=100)
+    counts = torch.bincount(balanced, minlength=8)
+    assert counts.min() >= 20 and counts.max() <= 90       # 50 each, up to the per-point rounding
+    assert perplexity(balanced, 8) > perplexity(nearest, 8)
+
+
+def test_balanced_refit_raises_layer1_perplexity_on_a_skewed_set():
+    from prismrec.tokenizer.psq import ResidualQuantizer, squared_distances
+
+    torch.manual_seed(0)
+    # skewed: 90% of the points in one tight blob, the rest spread wide; codebook from k-means
+    z = torch.cat([0.05 * torch.randn(900, 4), 3 * torch.randn(100, 4)])
+    rq = ResidualQuantizer(num_layers=2, codebook_size=16, dim=4)
+    rq.kmeans_init(z, seed=0)
+    before = squared_distances(z, rq.codebooks[0]).argmin(1)
+    rq.balanced_refit(z, iters=10, epsilon=0.05)
+    after = squared_distances(z, rq.codebooks[0]).argmin(1)
+    assert perplexity(after, 16) > perplexity(before, 16) + 2
+    # layer 2 is fitted on the residuals of the refitted layer 1: it lowers their error
+    residual = z - rq.codebooks[0][after]
+    layer2 = rq.codebooks[1][squared_distances(residual, rq.codebooks[1]).argmin(1)]
+    assert (residual - layer2).pow(2).sum(1).mean() < residual.pow(2).sum(1).mean()
