@@ -167,7 +167,8 @@ def tokenize_run(run_dir: Path, cfg: TokenizerConfig, force: bool = False) -> Pa
     require_stage(run_dir, "data", "prismrec prepare ... --out RUN_DIR")
     require_stage(run_dir, "features", "prismrec features RUN_DIR")
     inputs = {"data": stage_fingerprint(run_dir / "data"), "features": stage_fingerprint(run_dir / "features")}
-    config = {"tokenizer": asdict(cfg)}
+    # the device does not make the stage stale (CPU and GPU agree up to float rounding)
+    config = {"tokenizer": {k: v for k, v in asdict(cfg).items() if k != "device"}}
     final = run_dir / name
     if not force and is_current(final, stage_fingerprint_for(config, inputs)):
         log.info("tokenize: %s is up to date (use --force to recompute)", final)

@@ -76,7 +76,7 @@ def test_single_decoder_reconstruction_without_dhr_trains_decoder_and_encoder():
 
 def test_hsa_anchor_step_on_codebooks_lowers_the_anchor_loss():
     model, batch = build()
-    before = float(model(*batch)["hsa_anchor"])
+    before = model(*batch)["hsa_anchor"].item()
     opt = torch.optim.SGD([model.quantizer.codebooks], lr=0.05)
     for _ in range(5):
         opt.zero_grad()

@@ -85,6 +85,8 @@ def test_unchanged_stage_is_skipped_and_force_recomputes(tmp_path):
     mtime = (stage / "manifest.json").stat().st_mtime_ns
     tokenize_run(run, tiny_config(epochs=1))
     assert (stage / "manifest.json").stat().st_mtime_ns == mtime
+    tokenize_run(run, tiny_config(epochs=1, device="auto"))  # the device does not make it stale
+    assert (stage / "manifest.json").stat().st_mtime_ns == mtime
     tokenize_run(run, tiny_config(epochs=1), force=True)
     assert (stage / "manifest.json").stat().st_mtime_ns != mtime or read_json(stage / "manifest.json")["created"] != created
     assert read_json(stage / "manifest.json")["inputs"].keys() == {"data", "features"}
