@@ -5,7 +5,7 @@ generative models) with length-bucketed batches of several sizes, as the evaluat
 does, and reports users per second plus the training time per epoch from the
 model's train_log.json.
 
-    python benchmarks/recommender_throughput.py /work/runs/beauty-sasrec --model sasrec --device cpu
+    python benchmarks/recommender_throughput.py runs/beauty-sasrec --model sasrec --device cpu
 """
 
 from __future__ import annotations

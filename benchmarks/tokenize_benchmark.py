@@ -8,7 +8,7 @@ Cases:
   dedup   global deduplication of N synthetic items (default 1,000,000) with 5% collisions on
           3 x 256 codebooks: wall time, moved items, OT vs greedy "next free last code".
 
-    python benchmarks/tokenize_benchmark.py --run /work/runs/beauty            # both, writes results/
+    python benchmarks/tokenize_benchmark.py --run runs/beauty            # both, writes results/
     python benchmarks/tokenize_benchmark.py --cases dedup --no-save
 """
 
@@ -95,7 +95,7 @@ def bench_dedup(n: int, rate: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["beauty", "dedup"], choices=["beauty", "dedup"])
-    parser.add_argument("--run", type=Path, default=Path("/work/runs/beauty"), help="run dir with data/ and features/")
+    parser.add_argument("--run", type=Path, default=Path("runs/beauty"), help="run dir with data/ and features/")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="tokenizer config override")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--dedup-items", type=int, default=1_000_000)
