@@ -60,6 +60,9 @@ def plot_training_curves(run_dir: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
     ax.grid(alpha=0.3)
