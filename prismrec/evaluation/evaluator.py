@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from prismrec.artifacts import (build_stage, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
+from prismrec.artifacts import (build_stage, file_fingerprint, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
                                 write_json, write_text)
 from prismrec.data.dataset import Examples
 from prismrec.evaluation.metrics import (GROUPS, KS, group_metrics, markdown_table, metrics_from_positions,
@@ -66,7 +66,8 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     model_stage = require_trained(run_dir, rcfg)
     final = run_dir / "eval" / name
     settings = {"ks": list(KS), "eval_batch_size": rcfg.eval_batch_size, "beam_size": rcfg.beam_size}
-    inputs = {"model": stage_fingerprint(model_stage)}
+    # the checkpoint's bytes too: a resumed training run keeps its config but may select a new best
+    inputs = {"model": stage_fingerprint(model_stage), "checkpoint": file_fingerprint(model_stage / "best.pt")}
     if not force and is_current(final, stage_fingerprint_for(settings, inputs)):
         log.info("evaluate %s: unchanged, reusing %s", name, final)
         return read_json(final / "metrics.json")

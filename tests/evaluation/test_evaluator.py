@@ -75,3 +75,17 @@ def test_evaluate_run_writes_metrics_for_most_popular(run):
     assert written["groups"]["long_tail"]["recall@20"] == pytest.approx((positions[tail] >= 0).mean())
     assert "| test |" in (run / "eval" / "pop" / "metrics.md").read_text()
     assert (run / "eval" / "pop" / "manifest.json").exists()
+
+
+def test_a_new_best_checkpoint_is_reevaluated(run):
+    """Resumed training keeps the model's config but can select a new best: evaluation must notice."""
+    cfg = PipelineConfig()
+    cfg.recommender = dataclasses.replace(cfg.recommender, model="pop", device="cpu")
+    train_run(run, cfg)
+    first = evaluate_run(run, cfg)
+    assert evaluate_run(run, cfg) == first  # unchanged: reused
+    best = run / "models" / "pop" / "best.pt"
+    checkpoint = torch.load(best, weights_only=False)
+    checkpoint["epoch"] = 99  # as if a resumed run had saved a later best
+    torch.save(checkpoint, best)
+    assert evaluate_run(run, cfg)["checkpoint_epoch"] == 99
