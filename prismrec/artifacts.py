@@ -106,7 +106,7 @@ def stage_fingerprint(stage_path: str | os.PathLike) -> str:
     return read_json(manifest).get("fingerprint", "missing")
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
@@ -119,6 +119,20 @@ def _versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- stages
+def stage_manifest(name: str, config: Any, inputs: dict[str, str], started: float, **extra: Any) -> dict[str, Any]:
+    """What a stage's ``manifest.json`` records (``build_stage`` writes it; so does the resumable trainer)."""
+    return {
+        "stage": name,
+        "fingerprint": stage_fingerprint_for(config, inputs),
+        "config": config,
+        "inputs": inputs,
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": round(time.time() - started, 3),
+        **extra,
+    }
+
+
 def is_current(final: Path, fingerprint: str) -> bool:
     manifest = final / MANIFEST
     if not manifest.exists():
@@ -152,17 +166,7 @@ def build_stage(
     start = time.time()
     try:
         yield tmp
-        manifest = {
-            "stage": final.name,
-            "fingerprint": config_fingerprint({"config": config, "inputs": inputs}),
-            "config": config,
-            "inputs": inputs,
-            "versions": _versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "wall_seconds": round(time.time() - start, 3),
-            **(extra or {}),
-        }
-        write_json(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, stage_manifest(final.name, config, inputs, start, **(extra or {})))
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from prismrec.artifacts import (MANIFEST, _versions, atomic_write, is_current, read_json, stage_fingerprint_for,
+from prismrec.artifacts import (MANIFEST, atomic_write, is_current, read_json, stage_fingerprint_for, stage_manifest,
                                 write_json)
 from prismrec.device import resolve_device
 from prismrec.errors import MissingStageError, PrismrecError
@@ -152,7 +152,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
                                           "config": dataclasses.asdict(rcfg)})
         write_json(out / "train_log.json", {"model": out.name, "epochs": [], "best_epoch": 0,
                                             "stop_reason": "no_parameters", "parameters": params})
-        _write_manifest(out, settings, inputs, fingerprint, "no_parameters", started)
+        _write_manifest(out, settings, inputs, "no_parameters", started)
         return out
 
     train, valid = ctx.data.examples("train"), ctx.data.examples("valid")
@@ -265,7 +265,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
         save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
                                           "config": dataclasses.asdict(rcfg)})
     write_log()
-    _write_manifest(out, settings, inputs, fingerprint, state["stop_reason"] or "max_epochs", started,
+    _write_manifest(out, settings, inputs, state["stop_reason"] or "max_epochs", started,
                     best_epoch=state["best_epoch"], best_valid=state["best"])
     return out
 
@@ -277,8 +277,5 @@ def _drain(running: dict, state: dict) -> None:
     running.clear()
 
 
-def _write_manifest(out: Path, settings: dict, inputs: dict, fingerprint: str, stop_reason: str, started: float,
-                    **extra) -> None:
-    write_json(out / MANIFEST, {"stage": out.name, "fingerprint": fingerprint, "config": settings, "inputs": inputs,
-                                "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "wall_seconds": round(time.time() - started, 3), "stop_reason": stop_reason, **extra})
+def _write_manifest(out: Path, settings: dict, inputs: dict, stop_reason: str, started: float, **extra) -> None:
+    write_json(out / MANIFEST, stage_manifest(out.name, settings, inputs, started, stop_reason=stop_reason, **extra))
