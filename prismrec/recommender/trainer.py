@@ -60,8 +60,10 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def lr_schedule(kind: str, total_steps: int, warmup_steps: int):
-    """Multiplier of the base learning rate at each optimizer step."""
+def lr_schedule(kind: str, total_steps: int, warmup_steps: int, time_progress=None):
+    """Multiplier of the base learning rate at each optimizer step. With ``time_progress`` (a
+    callable giving the share of the time schedule used, 0..1) the cosine follows it instead of
+    the step count: the warmup stays in steps, the decay in wall time."""
     if kind == "constant":
         return lambda step: 1.0
     if kind != "warmup-cosine":
@@ -71,7 +73,10 @@ def lr_schedule(kind: str, total_steps: int, warmup_steps: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if time_progress is not None:
+            progress = min(1.0, time_progress())
+        else:
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
@@ -161,10 +166,20 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     sasrec = rcfg.model == "sasrec"
     optimizer = torch.optim.Adam(trainable, lr=rcfg.sasrec_lr if sasrec else rcfg.lr, weight_decay=rcfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / rcfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
-        rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_steps))
     state = {"epoch": 0, "step": 0, "loss_sums": {}, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
-             "log": [], "stop_reason": None}
+             "log": [], "stop_reason": None, "trained_seconds": 0.0}
+    clock = {"since": time.time()}  # training time not yet added to state["trained_seconds"]
+
+    def trained_seconds() -> float:  # over all sessions of this run (a resume carries it on)
+        return state.get("trained_seconds", 0.0) + time.time() - clock["since"]
+
+    def time_progress() -> float:
+        return trained_seconds() / (60 * rcfg.schedule_minutes)
+
+    timed = rcfg.schedule_minutes > 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
+        rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_steps,
+        time_progress if timed else None))
 
     last = out / "last.pt"
     if last.exists() and not force:
@@ -183,6 +198,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             (out / stale).unlink(missing_ok=True)
 
     def save_last() -> None:
+        state["trained_seconds"], clock["since"] = trained_seconds(), time.time()
         save_checkpoint(last, {"fingerprint": fingerprint, "model": model.state_dict(),
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "state": state, "rng": _rng_state()})
@@ -196,6 +212,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and rcfg.amp)
     deadline = time.time() + rcfg.max_minutes * 60 if rcfg.max_minutes > 0 else math.inf
     first_pass = True
+    clock["since"] = time.time()
     while state["epoch"] < rcfg.epochs and state["stop_reason"] is None:
         if time.time() > deadline and not first_pass:  # the last evaluation used up the budget
             state["stop_reason"] = "time_budget"
@@ -222,6 +239,9 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             if time.time() > deadline:
                 state["stop_reason"] = "time_budget"
                 break
+            if timed and time_progress() >= 1.0:  # the learning rate has decayed to 0
+                state["stop_reason"] = "schedule_end"
+                break
             if time.time() - saved_at > CHECKPOINT_EVERY_S:  # long epochs: a kill loses at most this much
                 _drain(running, state)
                 save_last()
@@ -238,7 +258,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             state["epoch"], state["step"], state["loss_sums"] = epoch + 1, 0, {}
         # evaluate on schedule, at the last epoch, and before a time stop (so a best checkpoint exists)
         if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
-                or state["stop_reason"] == "time_budget":
+                or state["stop_reason"] in ("time_budget", "schedule_end"):
             with amp:
                 metrics = evaluate_examples(model, valid, batch_size=rcfg.eval_batch_size, device=device)
             entry["valid"] = metrics
@@ -255,6 +275,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
         else:
             log.info("epoch %d: loss %.4f, %.1fs", epoch + 1, entry["loss"], entry["seconds"])
         entry["partial"] = not finished_epoch
+        entry["trained_seconds"] = round(trained_seconds(), 3)
         state["log"].append(entry)
         if state["stop_reason"] is None and state["epoch"] >= rcfg.epochs:
             state["stop_reason"] = "max_epochs"

@@ -15,6 +15,7 @@ class TokenizerConfig:
     hidden_dims: list[int] = field(default_factory=lambda: [256, 128])  # reference: 512-256-128 (2.5x slower on CPU)
     dropout: float = 0.0           # reference 0.1; dropout makes training latents differ from the
                                    # eval latents the SIDs come from, which unbalanced the codes
+    balance_signals: bool = True   # scale the standardised collab block by sqrt(d_content / d_collab) (psq.set_input_stats)
     gate_hidden: int = 128         # ACD gate MLP 64-128-64
     gate_dropout: float = 0.2
     beta: float = 0.25             # commitment weight

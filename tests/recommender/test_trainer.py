@@ -168,3 +168,25 @@ def test_warmup_is_a_fixed_step_count_then_cosine():
     assert 0.0 < f(50_000) < 1.0
     short = lr_schedule("warmup-cosine", total_steps=100, warmup_steps=500)
     assert short(49) == pytest.approx(1.0)  # warmup never exceeds half of a short run
+
+
+def test_time_schedule_decays_with_the_time_used_not_the_steps():
+    from prismrec.recommender.trainer import lr_schedule
+
+    used = {"share": 0.0}
+    f = lr_schedule("warmup-cosine", total_steps=100_000, warmup_steps=10, time_progress=lambda: used["share"])
+    assert f(5) == pytest.approx(6 / 10)                 # warmup still counts steps
+    assert f(50) == pytest.approx(1.0)                   # no time used yet: full learning rate
+    used["share"] = 0.5
+    assert f(50) == pytest.approx(0.5)                   # half the time: cosine midpoint, whatever the step
+    used["share"] = 3.0
+    assert f(50) == pytest.approx(0.0)                   # past the end it stays at 0
+
+
+def test_time_schedule_ends_training_with_a_validated_best_checkpoint(run):
+    out = train_run(run, tiny_config(epochs=50, sasrec_schedule="warmup-cosine", schedule_minutes=1e-4, warmup_steps=1))
+    log = read_log(out)
+    assert log["stop_reason"] == "schedule_end"
+    assert len(log["epochs"]) == 1 and log["epochs"][0]["partial"] and "valid" in log["epochs"][0]
+    assert log["epochs"][0]["trained_seconds"] >= 60 * 1e-4
+    assert (out / "best.pt").exists() and json.loads((out / "manifest.json").read_text())["stop_reason"] == "schedule_end"

@@ -202,3 +202,25 @@ def test_balanced_refit_raises_layer1_perplexity_on_a_skewed_set():
     residual = z - rq.codebooks[0][after]
     layer2 = rq.codebooks[1][squared_distances(residual, rq.codebooks[1]).argmin(1)]
     assert (residual - layer2).pow(2).sum(1).mean() < residual.pow(2).sum(1).mean()
+
+
+def test_gated_collab_keeps_its_scale_and_the_gate_stays_relative_trust():
+    """purify divides g * e_collab by the gate's mean over items: the collab part keeps the
+    scale of the (standardised) input whatever the mean gate, and an item the gate trusts more
+    than average keeps more of its signal than one it trusts less."""
+    model, (content, collab, popularity, tags) = build()
+    model.set_input_stats(content, collab)
+    with torch.no_grad():  # a gate that trusts nobody much: mean ~0.1
+        model.gate.net[-1].bias.fill_(-2.2)
+    model.set_input_stats(content, collab)  # the running gate mean starts at the catalogue's
+    model.eval()
+    c, e = model.standardise(content, collab)
+    _, gate, purified = model.purify(c, e)
+    assert 0.05 < float(gate.mean()) < 0.15
+    ratio = purified / e
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.05)          # scale kept on average
+    assert torch.allclose(ratio, gate / model.gate_mean, atol=1e-5)      # ordering of trust kept
+    model.train()
+    before = model.gate_mean.clone()
+    model.purify(c, e)   # training batches update the running mean, without gradient
+    assert not model.gate_mean.requires_grad and torch.allclose(model.gate_mean, before, atol=0.02)
