@@ -224,3 +224,15 @@ def test_gated_collab_keeps_its_scale_and_the_gate_stays_relative_trust():
     before = model.gate_mean.clone()
     model.purify(c, e)   # training batches update the running mean, without gradient
     assert not model.gate_mean.requires_grad and torch.allclose(model.gate_mean, before, atol=0.02)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_content_and_collab_blocks_enter_with_equal_total_variance(balance):
+    model, (content, collab, _, _) = build(balance_signals=balance)
+    content, collab = content * 0.05 + 1.0, collab * 3.0   # raw scales far apart
+    model.set_input_stats(content, collab)
+    c, e = model.standardise(content, collab)
+    content_var, collab_var = float(c.var(0).sum()), float(e.var(0).sum())
+    assert content_var == pytest.approx(D_CONTENT, rel=1e-3)     # unit variance per content dimension
+    expected = D_CONTENT if balance else D_COLLAB                  # balanced: same total as content
+    assert collab_var == pytest.approx(expected, rel=1e-3)
