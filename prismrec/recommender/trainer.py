@@ -217,6 +217,9 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
         if time.time() > deadline and not first_pass:  # the last evaluation used up the budget
             state["stop_reason"] = "time_budget"
             break
+        if timed and time_progress() >= 1.0 and state["log"] and "valid" in state["log"][-1]:
+            state["stop_reason"] = "schedule_end"  # ended with a validated epoch: nothing left to do
+            break
         first_pass = False
         epoch = state["epoch"]
         epoch_start, saved_at = time.time(), time.time()
