@@ -177,6 +177,9 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
         return trained_seconds() / (60 * rcfg.schedule_minutes)
 
     timed = rcfg.schedule_minutes > 0
+
+    def schedule_over() -> bool:  # the time-scheduled learning rate has decayed to 0
+        return timed and time_progress() >= 1.0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
         rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_steps,
         time_progress if timed else None))
@@ -217,7 +220,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
         if time.time() > deadline and not first_pass:  # the last evaluation used up the budget
             state["stop_reason"] = "time_budget"
             break
-        if timed and time_progress() >= 1.0 and state["log"] and "valid" in state["log"][-1]:
+        if schedule_over() and state["log"] and "valid" in state["log"][-1]:
             state["stop_reason"] = "schedule_end"  # ended with a validated epoch: nothing left to do
             break
         first_pass = False
@@ -242,7 +245,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             if time.time() > deadline:
                 state["stop_reason"] = "time_budget"
                 break
-            if timed and time_progress() >= 1.0:  # the learning rate has decayed to 0
+            if schedule_over():
                 state["stop_reason"] = "schedule_end"
                 break
             if time.time() - saved_at > CHECKPOINT_EVERY_S:  # long epochs: a kill loses at most this much

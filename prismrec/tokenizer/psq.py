@@ -244,7 +244,7 @@ class PurifiedSemanticQuantizer(nn.Module):
         if self.gate is not None:  # start the running gate mean at the catalogue's (no dropout)
             was_training = self.gate.training
             self.gate.eval()
-            self.gate_mean.copy_(self.gate((collab - self.collab_mean) / self.collab_std).mean(0))
+            self.gate_mean.copy_(self.gate(self.standardise(content, collab)[1]).mean(0))
             self.gate.train(was_training)
 
     def standardise(self, content: torch.Tensor, collab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
