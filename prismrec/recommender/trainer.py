@@ -42,8 +42,10 @@ log = logging.getLogger("prismrec")
 
 SELECT_ON = "ndcg@10"
 CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epochs
-# fields that change how the model is trained; device, budget and eval batch size do not
-NOT_TRAINING_SETTINGS = ("device", "max_minutes", "eval_batch_size")
+# fields that change how the model is trained; device, budgets and eval batch size do not.
+# schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
+# from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
+NOT_TRAINING_SETTINGS = ("device", "max_minutes", "eval_batch_size", "schedule_minutes")
 
 
 def seed_everything(seed: int) -> None:
@@ -140,7 +142,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     settings = training_settings(rcfg)
     inputs = stage_inputs(run_dir, rcfg)
     fingerprint = stage_fingerprint_for(settings, inputs)
-    if not force and is_current(out, fingerprint) and read_json(out / MANIFEST).get("stop_reason") != "time_budget":
+    if not force and is_current(out, fingerprint) and not _more_to_train(out, rcfg):
         log.info("train %s: unchanged, reusing %s", out.name, out)
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -192,8 +194,8 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             state = saved["state"]
-            if state["stop_reason"] == "time_budget":
-                state["stop_reason"] = None  # a new budget: carry on
+            if state["stop_reason"] in ("time_budget", "schedule_end"):
+                state["stop_reason"] = None  # a new budget or a longer schedule: carry on
             _set_rng_state(saved["rng"])
             log.info("train %s: resuming at epoch %d, batch %d", out.name, state["epoch"] + 1, state["step"])
     if state["step"] == 0 and state["epoch"] == 0:
@@ -295,6 +297,18 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     _write_manifest(out, settings, inputs, state["stop_reason"] or "max_epochs", started,
                     best_epoch=state["best_epoch"], best_valid=state["best"])
     return out
+
+
+def _more_to_train(out: Path, rcfg: RecommenderConfig) -> bool:
+    """Whether a finished run with this fingerprint still has budget: it stopped on its time
+    budget, or on a time schedule shorter than the one configured now."""
+    stop_reason = read_json(out / MANIFEST).get("stop_reason")
+    if stop_reason == "time_budget":
+        return True
+    if stop_reason != "schedule_end" or rcfg.schedule_minutes <= 0:
+        return False
+    epochs = read_json(out / "train_log.json").get("epochs") or [{}]
+    return epochs[-1].get("trained_seconds", 0.0) < 60 * rcfg.schedule_minutes
 
 
 def _drain(running: dict, state: dict) -> None:

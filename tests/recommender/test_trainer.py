@@ -190,3 +190,21 @@ def test_time_schedule_ends_training_with_a_validated_best_checkpoint(run):
     assert len(log["epochs"]) == 1 and log["epochs"][0]["partial"] and "valid" in log["epochs"][0]
     assert log["epochs"][0]["trained_seconds"] >= 60 * 1e-4
     assert (out / "best.pt").exists() and json.loads((out / "manifest.json").read_text())["stop_reason"] == "schedule_end"
+
+
+def test_a_longer_schedule_continues_a_schedule_ended_run(run):
+    short = tiny_config(epochs=50, sasrec_schedule="warmup-cosine", schedule_minutes=1e-4, warmup_steps=1)
+    out = train_run(run, short)
+    first = read_log(out)["epochs"]
+    assert train_run(run, short) == out and read_log(out)["epochs"] == first  # same schedule: nothing left to do
+
+    longer = dataclasses.replace(short.recommender, schedule_minutes=1e-2)
+    train_run(run, longer)
+    log = read_log(out)
+    assert log["epochs"][:len(first)] == first                 # carried on, not restarted
+    added = log["epochs"][len(first):]
+    assert added and added[-1]["trained_seconds"] >= 60 * 1e-2 > first[-1]["trained_seconds"]
+    assert added[0]["lr"] > 0                                    # a warm restart, not a decayed-to-0 rate
+    assert log["stop_reason"] == "schedule_end"
+    assert train_run(run, dataclasses.replace(longer, schedule_minutes=1e-4)) == out  # shorter: reused as is
+    assert read_log(out)["epochs"] == log["epochs"]
