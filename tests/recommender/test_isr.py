@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from prismrec.data.dataset import load_prepared
 from prismrec.data.synthetic import write_synthetic_run
@@ -187,6 +188,26 @@ def test_num_parameters_counts_two_of_three_experts(ctx):
     assert counts["total"] - counts["active"] == model.dsi.expert_parameters() > 0
     plain = build(ctx, use_dsi=False).num_parameters()
     assert plain["total"] == plain["active"]
+
+
+def test_dsi_routes_each_token_to_its_top2_experts_only():
+    from prismrec.recommender.isr import DynamicSemanticIntegration
+
+    torch.manual_seed(0)
+    dsi = DynamicSemanticIntegration(3, 32, 12, 8, 6, TINY).eval()
+    e_id, q = torch.randn(4, 5, 3, 32), torch.randn(4, 5, 3, 6)
+    content, collab = torch.randn(4, 5, 12), torch.randn(4, 5, 8)
+    got = dsi(e_id, content, collab, q)
+    # reference: every expert on every token, mixed with the Eq. 13 weights (zero for the unchosen)
+    cont = torch.stack([p(content) for p in dsi.content_proj], 2)
+    coll = torch.stack([p(collab) for p in dsi.collab_proj], 2)
+    x = torch.cat([e_id, cont, coll, q], -1)
+    weights = dsi.routing_weights(dsi.gate(x))
+    assert ((weights > 0).sum(-1) == 2).all() and torch.allclose(weights.sum(-1), torch.ones(4, 5, 3))
+    experts = torch.stack([F.gelu(x @ dsi.expert_w1[e] + dsi.expert_b1[e]) @ dsi.expert_w2[e] + dsi.expert_b2[e]
+                           for e in range(3)], -2)
+    want = e_id + dsi.eta * dsi.out((weights.unsqueeze(-1) * experts).sum(-2))
+    assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_paper_sized_backbone_builds_and_ranks(ctx):
