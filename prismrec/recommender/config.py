@@ -39,7 +39,7 @@ class RecommenderConfig:
     sasrec_schedule: str = "constant"  # constant | warmup-cosine (the generative models use warmup-cosine)
     # training
     lr: float = 5e-4
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0      # decoupled (AdamW); 0 = plain Adam
     # linear warmup over a fixed number of steps, then cosine decay over `epochs`; a fixed count
     # (not a share of all epochs) so that early-stopped and time-budgeted runs are not all warmup
     warmup_steps: int = 500

@@ -166,7 +166,9 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     if len(train) == 0:
         raise PrismrecError(f"{run_dir / 'data'}: no training examples (every user needs at least 4 items)")
     sasrec = rcfg.model == "sasrec"
-    optimizer = torch.optim.Adam(trainable, lr=rcfg.sasrec_lr if sasrec else rcfg.lr, weight_decay=rcfg.weight_decay)
+    # AdamW: with weight_decay 0 (the default) exactly Adam; above 0 the decay is decoupled from
+    # the adaptive step, so it regularises every weight alike
+    optimizer = torch.optim.AdamW(trainable, lr=rcfg.sasrec_lr if sasrec else rcfg.lr, weight_decay=rcfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / rcfg.batch_size)
     state = {"epoch": 0, "step": 0, "loss_sums": {}, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
              "log": [], "stop_reason": None, "trained_seconds": 0.0}

@@ -208,3 +208,14 @@ def test_a_longer_schedule_continues_a_schedule_ended_run(run):
     assert log["stop_reason"] == "schedule_end"
     assert train_run(run, dataclasses.replace(longer, schedule_minutes=1e-4)) == out  # shorter: reused as is
     assert read_log(out)["epochs"] == log["epochs"]
+
+
+def test_weight_decay_shrinks_the_weights(tmp_path):
+    norms = []
+    for decay in (0.0, 5.0):
+        cfg = tiny_config(epochs=2, weight_decay=decay)
+        run = write_synthetic_run(tmp_path / f"run-{decay}", num_users=100)
+        train_run(run, cfg)
+        model, _, _ = load_trained(run, cfg.recommender)
+        norms.append(sum(float(p.detach().norm()) for p in model.parameters()))
+    assert norms[1] < 0.9 * norms[0]
