@@ -34,6 +34,7 @@ from torch import nn
 from prismrec.errors import PrismrecError
 from prismrec.recommender.base import Batch, ModelContext, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.transformer import Decoder, Encoder
 from prismrec.recommender.trie import SemanticIdTrie, beam_search, constrained_log_probs
 
 
@@ -153,17 +154,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
 
         # ---- backbone: pre-LN encoder-decoder, T5-style ReLU feed-forward (also the cheapest on CPU);
         # num_heads 4 by default: the paper's 6 heads do not divide d_model 128
-        def enc_layer():
-            return nn.TransformerEncoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="relu",
-                                              batch_first=True, norm_first=True)
-
-        def dec_layer():
-            return nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.d_ff, cfg.dropout, activation="relu",
-                                              batch_first=True, norm_first=True)
-
-        self.encoder = nn.TransformerEncoder(enc_layer(), cfg.encoder_layers, norm=nn.LayerNorm(d),
-                                             enable_nested_tensor=False)
-        self.decoder = nn.TransformerDecoder(dec_layer(), cfg.decoder_layers, norm=nn.LayerNorm(d))
+        self.encoder = Encoder(cfg.encoder_layers, d, cfg.num_heads, cfg.d_ff, cfg.dropout)
+        self.decoder = Decoder(cfg.decoder_layers, d, cfg.num_heads, cfg.d_ff, cfg.dropout)
         self.bos = nn.Parameter(torch.randn(d))
         self.dec_pos_emb = nn.Embedding(depth, d)         # decoder position = depth being generated
         self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)  # w_j of Eq. 17, per depth
@@ -228,11 +220,13 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         pad = (history < 0).repeat_interleave(self.depth, dim=1)
         # an empty history would leave attention nothing to look at (NaN): let it see its padding
         pad = pad & (batch.length > 0).unsqueeze(1)
-        memory = self.encoder(self.dropout(e.flatten(1, 2)), src_key_padding_mask=pad)
+        memory = self.encoder(self.dropout(e.flatten(1, 2)), pad)
         return memory, pad
 
-    def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    def decode(self, memory, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """Decoder outputs (B, W, n+1, d) for BOS + each of a user's W prefixes (B, W, n) of token-table ids.
+
+        ``memory``: the encoder output (B, S*T, d) or its ``decoder.memory_kv``.
 
         The W prefixes (beams, candidates) of a user are packed into one decoder sequence
         of W * (n+1) tokens, so the user's encoder memory is projected and attended once,
@@ -243,8 +237,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         position = torch.arange(W * (n + 1), device=prefix.device)
         beam = position // (n + 1)
         blocked = (beam[:, None] != beam[None, :]) | (position[None, :] > position[:, None])
-        out = self.decoder(self.dropout(x.flatten(1, 2)), memory, tgt_mask=blocked,
-                           memory_key_padding_mask=memory_pad)
+        out = self.decoder(self.dropout(x.flatten(1, 2)), memory, blocked, memory_pad)
         return out.view(B, W, n + 1, -1)
 
     # ------------------------------------------------------------------ contract
@@ -275,11 +268,12 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         Call ``model.eval()`` first (dropout and gate noise are training-only).
         """
         memory, pad = self.encode(batch)
+        memory_kv = self.decoder.memory_kv(memory)  # projected once, read at every step
         offsets = self.item_tokens[0] - self.trie.codes[0]
 
         def step_logits(tokens: torch.Tensor, d: int) -> torch.Tensor:
             # the encoder ran once per user; all W beams of a user read that memory
-            return self.heads[d](self.decode(memory, pad, tokens + offsets[:d])[:, :, -1])
+            return self.heads[d](self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1])
 
         temperature = self.temperature if self.cfg.use_ats else None
         items, scores = beam_search(step_logits, self.trie, len(memory), max(self.cfg.beam_size, k), temperature)

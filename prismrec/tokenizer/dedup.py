@@ -148,7 +148,8 @@ def sinkhorn_log_plan(cost: np.ndarray, cols: np.ndarray, num_cols: int, epsilon
     fixed) and scaled by their median, so ``epsilon`` is unit-free. Column scalings are
     capped at 1, the exact dual update for the capacity constraint (sum_i P_ij <= 1)."""
     valid = np.isfinite(cost)
-    shifted = cost - np.where(valid, cost, np.inf).min(1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # a row without edges gives inf - inf; masked by `valid` below
+        shifted = cost - np.where(valid, cost, np.inf).min(1, keepdims=True)
     scale = np.median(shifted[valid]) if valid.any() else 1.0
     scale = scale if scale > 0 else 1.0
     log_kernel = np.where(valid, -shifted / (epsilon * scale), -np.inf).clip(min=-600)

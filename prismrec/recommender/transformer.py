@@ -1,0 +1,127 @@
+"""Pre-LayerNorm Transformer encoder-decoder for the ISR, written out on
+``F.scaled_dot_product_attention``.
+
+Same computation and parameter names as ``nn.TransformerEncoder/Decoder`` with
+``norm_first=True``, ReLU and a final LayerNorm (so checkpoints of either load in the
+other), but batch-first throughout: ``nn.MultiheadAttention`` transposes every
+input to sequence-first and back, ~10% of a CPU training step.
+
+Masks here are boolean and True where attention is **allowed** (SDPA's convention).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a packed input projection (nn.MultiheadAttention's layout)."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, h, Lk, d_head) of a memory: computed once, read by every decoding step."""
+        d = memory.shape[-1]
+        k, v = F.linear(memory, self.in_proj_weight[d:], self.in_proj_bias[d:]).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def forward(self, x: torch.Tensor, memory, allowed: torch.Tensor | None) -> torch.Tensor:
+        """x (B, Lq, d) attends to itself (memory None), to a memory (B, Lk, d), or to the
+        ``memory_kv`` of one."""
+        d = x.shape[-1]
+        if memory is None:
+            q, k, v = (self._heads(t) for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
+        else:
+            q = self._heads(F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d]))
+            k, v = memory if isinstance(memory, tuple) else self.memory_kv(memory)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, h, L, d_head)
+        return t.unflatten(-1, (self.num_heads, t.shape[-1] // self.num_heads)).transpose(1, 2)
+
+
+class _PreNormLayer(nn.Module):
+    """The position-wise ReLU feed-forward part both layer kinds share."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.linear1, self.linear2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class EncoderLayer(_PreNormLayer):
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float):
+        super().__init__(d_model, d_ff, dropout)
+        self.self_attn = Attention(d_model, num_heads, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.dropout1(self.self_attn(self.norm1(x), None, allowed))
+        return x + self.dropout2(self.feed_forward(self.norm2(x)))
+
+
+class DecoderLayer(_PreNormLayer):
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float):
+        super().__init__(d_model, d_ff, dropout)
+        self.self_attn = Attention(d_model, num_heads, dropout)
+        self.multihead_attn = Attention(d_model, num_heads, dropout)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], self_allowed: torch.Tensor | None,
+                memory_allowed: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.dropout1(self.self_attn(self.norm1(x), None, self_allowed))
+        x = x + self.dropout2(self.multihead_attn(self.norm2(x), memory_kv, memory_allowed))
+        return x + self.dropout3(self.feed_forward(self.norm3(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x (B, L, d); pad (B, L) True at padding positions."""
+        allowed = ~pad[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, allowed)
+        return self.norm(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's cross-attention keys and values of ``memory``; pass them as ``memory``
+        to decode many steps (beam search) without projecting the memory again each step."""
+        return [layer.multihead_attn.memory_kv(memory) for layer in self.layers]
+
+    def forward(self, x: torch.Tensor, memory, blocked: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
+        """x (B, Lq, d); memory (B, Lk, d) or its ``memory_kv``; blocked (Lq, Lq) True where a
+        position may not look; memory_pad (B, Lk) True at padding."""
+        kv = memory if isinstance(memory, list) else self.memory_kv(memory)
+        self_allowed, memory_allowed = ~blocked, ~memory_pad[:, None, None, :]
+        for layer, layer_kv in zip(self.layers, kv):
+            x = layer(x, layer_kv, self_allowed, memory_allowed)
+        return self.norm(x)

@@ -1,0 +1,69 @@
+"""The hand-written backbone computes what torch's pre-LN nn.Transformer{Encoder,Decoder} compute."""
+
+import torch
+from torch import nn
+
+from prismrec.recommender.transformer import Decoder, Encoder
+
+D, HEADS, FF = 16, 4, 32
+
+
+def torch_reference(layers: int):
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, HEADS, FF, 0.1, activation="relu", batch_first=True,
+                                                           norm_first=True), layers, norm=nn.LayerNorm(D),
+                                enable_nested_tensor=False)
+    dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(D, HEADS, FF, 0.1, activation="relu", batch_first=True,
+                                                           norm_first=True), layers, norm=nn.LayerNorm(D))
+    return enc, dec
+
+
+def test_same_parameters_and_outputs_as_torch_transformer():
+    torch.manual_seed(0)
+    ref_enc, ref_dec = torch_reference(2)
+    for module in (ref_enc, ref_dec):  # non-trivial norms and biases, so a mix-up shows
+        for p in module.parameters():
+            nn.init.normal_(p, std=0.3)
+    enc, dec = Encoder(2, D, HEADS, FF, 0.1), Decoder(2, D, HEADS, FF, 0.1)
+    enc.load_state_dict(ref_enc.state_dict())    # strict: every name and shape matches
+    dec.load_state_dict(ref_dec.state_dict())
+    for m in (enc, dec, ref_enc, ref_dec):
+        m.eval()
+
+    x, y = torch.randn(3, 7, D), torch.randn(3, 5, D)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, :3] = True                            # left padding, as the ISR's histories have
+    pad[1, :6] = True
+    blocked = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    memory = enc(x, pad)
+    want_memory = ref_enc(x, src_key_padding_mask=pad)
+    assert torch.allclose(memory[~pad], want_memory[~pad], atol=1e-5)
+    got = dec(y, memory, blocked, pad)
+    want = ref_dec(y, want_memory, tgt_mask=blocked, memory_key_padding_mask=pad)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_padding_and_future_positions_are_not_attended():
+    torch.manual_seed(0)
+    enc, dec = Encoder(1, D, HEADS, FF, 0.0).eval(), Decoder(1, D, HEADS, FF, 0.0).eval()
+    x, y = torch.randn(1, 6, D), torch.randn(1, 4, D)
+    pad = torch.tensor([[True, True, False, False, False, False]])
+    blocked = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+    changed_x = x.clone()
+    changed_x[0, :2] += 5.0                      # only padded positions change
+    memory = enc(x, pad)
+    assert torch.allclose(memory[0, 2:], enc(changed_x, pad)[0, 2:], atol=1e-6)
+    changed_y = y.clone()
+    changed_y[0, 3] += 5.0                       # only the last position changes
+    out = dec(y, memory, blocked, pad)
+    assert torch.allclose(out[0, :3], dec(changed_y, memory, blocked, pad)[0, :3], atol=1e-6)
+
+
+def test_decoding_from_projected_memory_equals_decoding_from_memory():
+    torch.manual_seed(0)
+    dec = Decoder(2, D, HEADS, FF, 0.1).eval()
+    memory, y = torch.randn(2, 6, D), torch.randn(2, 3, D)
+    pad = torch.tensor([[True, False, False, False, False, False], [False] * 6])
+    blocked = torch.triu(torch.ones(3, 3, dtype=torch.bool), diagonal=1)
+    kv = dec.memory_kv(memory)
+    assert len(kv) == 2 and kv[0][0].shape == (2, HEADS, 6, D // HEADS)
+    assert torch.allclose(dec(y, kv, blocked, pad), dec(y, memory, blocked, pad), atol=1e-6)
