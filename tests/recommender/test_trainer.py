@@ -203,7 +203,9 @@ def test_a_longer_schedule_continues_a_schedule_ended_run(run):
     log = read_log(out)
     assert log["epochs"][:len(first)] == first                 # carried on, not restarted
     added = log["epochs"][len(first):]
-    assert added and added[-1]["trained_seconds"] >= 60 * 1e-2 > first[-1]["trained_seconds"]
+    # ran on to the longer schedule's end (the last epoch may end just before it: the stop
+    # check after the epoch's bookkeeping is what crosses it)
+    assert added and added[-1]["trained_seconds"] > 0.8 * 60 * 1e-2 > first[-1]["trained_seconds"]
     assert added[0]["lr"] > 0                                    # a warm restart, not a decayed-to-0 rate
     assert log["stop_reason"] == "schedule_end"
     assert train_run(run, dataclasses.replace(longer, schedule_minutes=1e-4)) == out  # shorter: reused as is
