@@ -11,6 +11,8 @@ Masks here are boolean and True where attention is **allowed** (SDPA's conventio
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,8 +58,8 @@ class Attention(nn.Module):
 class _PreNormLayer(nn.Module):
     """The position-wise ReLU feed-forward part both layer kinds share."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float):
-        super().__init__()
+    def _add_feed_forward(self, d_model: int, d_ff: int, dropout: float) -> None:
+        # created after the attention, as torch's layers do: the same seed gives the same weights
         self.linear1, self.linear2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
         self.dropout = nn.Dropout(dropout)
 
@@ -67,8 +69,9 @@ class _PreNormLayer(nn.Module):
 
 class EncoderLayer(_PreNormLayer):
     def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float):
-        super().__init__(d_model, d_ff, dropout)
+        super().__init__()
         self.self_attn = Attention(d_model, num_heads, dropout)
+        self._add_feed_forward(d_model, d_ff, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
@@ -79,9 +82,10 @@ class EncoderLayer(_PreNormLayer):
 
 class DecoderLayer(_PreNormLayer):
     def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float):
-        super().__init__(d_model, d_ff, dropout)
+        super().__init__()
         self.self_attn = Attention(d_model, num_heads, dropout)
         self.multihead_attn = Attention(d_model, num_heads, dropout)
+        self._add_feed_forward(d_model, d_ff, dropout)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
         self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
 
@@ -92,10 +96,16 @@ class DecoderLayer(_PreNormLayer):
         return x + self.dropout3(self.feed_forward(self.norm3(x)))
 
 
+def _copies(layer: nn.Module, n: int) -> nn.ModuleList:
+    """n layers that start as copies of one initialisation, as in torch's nn.Transformer*
+    (every measured run in benchmarks/ used that initialisation)."""
+    return nn.ModuleList(copy.deepcopy(layer) for _ in range(n))
+
+
 class Encoder(nn.Module):
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int, dropout: float):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.layers = _copies(EncoderLayer(d_model, num_heads, d_ff, dropout), num_layers)
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -109,7 +119,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int, dropout: float):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d_model, num_heads, d_ff, dropout) for _ in range(num_layers))
+        self.layers = _copies(DecoderLayer(d_model, num_heads, d_ff, dropout), num_layers)
         self.norm = nn.LayerNorm(d_model)
 
     def memory_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -67,3 +67,13 @@ def test_decoding_from_projected_memory_equals_decoding_from_memory():
     kv = dec.memory_kv(memory)
     assert len(kv) == 2 and kv[0][0].shape == (2, HEADS, 6, D // HEADS)
     assert torch.allclose(dec(y, kv, blocked, pad), dec(y, memory, blocked, pad), atol=1e-6)
+
+
+def test_same_seed_same_initial_weights_as_torch_transformer():
+    torch.manual_seed(3)
+    ref_enc, ref_dec = torch_reference(2)
+    torch.manual_seed(3)
+    enc, dec = Encoder(2, D, HEADS, FF, 0.1), Decoder(2, D, HEADS, FF, 0.1)
+    for mine, ref in ((enc, ref_enc), (dec, ref_dec)):
+        want = ref.state_dict()
+        assert all(torch.equal(value, want[name]) for name, value in mine.state_dict().items())
