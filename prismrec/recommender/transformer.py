@@ -4,7 +4,7 @@
 Same computation and parameter names as ``nn.TransformerEncoder/Decoder`` with
 ``norm_first=True``, ReLU and a final LayerNorm (so checkpoints of either load in the
 other), but batch-first throughout: ``nn.MultiheadAttention`` transposes every
-input to sequence-first and back, ~10% of a CPU training step.
+input to sequence-first and back (5-10% of a CPU training step of the ISR).
 
 Masks here are boolean and True where attention is **allowed** (SDPA's convention).
 """
@@ -38,15 +38,15 @@ class Attention(nn.Module):
         k, v = F.linear(memory, self.in_proj_weight[d:], self.in_proj_bias[d:]).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
 
-    def forward(self, x: torch.Tensor, memory, allowed: torch.Tensor | None) -> torch.Tensor:
-        """x (B, Lq, d) attends to itself (memory None), to a memory (B, Lk, d), or to the
-        ``memory_kv`` of one."""
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor] | None,
+                allowed: torch.Tensor | None) -> torch.Tensor:
+        """x (B, Lq, d) attends to itself (memory_kv None) or to a memory's ``memory_kv``."""
         d = x.shape[-1]
-        if memory is None:
+        if memory_kv is None:
             q, k, v = (self._heads(t) for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
         else:
             q = self._heads(F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d]))
-            k, v = memory if isinstance(memory, tuple) else self.memory_kv(memory)
+            k, v = memory_kv
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).flatten(2))
