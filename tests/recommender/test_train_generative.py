@@ -61,3 +61,23 @@ def test_tiger_and_ablations_use_fewer_modules(run):
             train_run(run, cfg)
         sizes[name] = load_trained(run, cfg.recommender)[0].num_parameters()["total"]
     assert sizes["tiger"] < sizes["prism"] and sizes["no-dsi"] < sizes["prism"]
+
+
+def test_cpu_bf16_training_learns_and_does_not_invalidate_a_trained_model(run, tmp_path, monkeypatch):
+    import shutil
+
+    import prismrec.device as device_module
+
+    trained = train_run(run, tiny("prism"))
+    stamp = (trained / "best.pt").stat().st_mtime_ns
+    # how a model is computed (like the device) is not what it is: no retraining
+    assert train_run(run, tiny("prism", amp_cpu=True)) == trained
+    assert (trained / "best.pt").stat().st_mtime_ns == stamp
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)  # bf16 autocast on any CPU
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    out = train_run(copy, tiny("prism", amp_cpu=True))
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["epochs"][1]["loss"] < log["epochs"][0]["loss"]
+    assert 0.0 <= evaluate_run(copy, tiny("prism", amp_cpu=True))["test"]["recall@10"] <= 1.0
