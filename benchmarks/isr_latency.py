@@ -33,6 +33,7 @@ import torch
 from prismrec.data.config import DataConfig
 from prismrec.data.dataset import PreparedData
 from prismrec.data.synthetic import synthetic_tables
+from prismrec.device import mixed_precision
 from prismrec.features.store import ItemFeatures
 from prismrec.recommender.base import Batch, ModelContext
 from prismrec.recommender.config import RecommenderConfig
@@ -83,7 +84,7 @@ def timed(fn, repeats: int, device: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU: see benchmarks/cpu_precision.py)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16: see benchmarks/cpu_precision.py)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--batch-users", type=int, default=256, help="users per batch for the throughput run")
@@ -114,8 +115,8 @@ def main() -> None:
         "beam": args.beam,
     }
 
-    def autocast(device: str):
-        return torch.autocast(device, dtype=torch.bfloat16, enabled=args.amp)
+    def autocast(device: str):  # the trainer's rule: on a CPU only where bf16 is native
+        return mixed_precision(torch.device(device), args.amp, amp_cpu=args.amp)
 
     # ---- batched CPU throughput
     cpu_model = model.to("cpu")

@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+import prismrec.device as device_module
 from prismrec.artifacts import build_stage
 from prismrec.config import PipelineConfig
 from prismrec.data.dataset import load_prepared
@@ -64,10 +66,6 @@ def test_tiger_and_ablations_use_fewer_modules(run):
 
 
 def test_cpu_bf16_training_learns_and_does_not_invalidate_a_trained_model(run, tmp_path, monkeypatch):
-    import shutil
-
-    import prismrec.device as device_module
-
     trained = train_run(run, tiny("prism"))
     stamp = (trained / "best.pt").stat().st_mtime_ns
     # how a model is computed (like the device) is not what it is: no retraining
