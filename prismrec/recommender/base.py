@@ -3,7 +3,7 @@
 A model is an ``nn.Module`` with two methods:
 
 * ``calculate_loss(batch) -> dict`` — training loss (key ``"loss"``) plus any parts
-  worth logging (floats or 0-d tensors);
+  worth logging (floats or 0-d tensors); ``model(batch)`` calls it;
 * ``rank(batch, k) -> (items, scores)`` — the top-``k`` next items per history,
   ``items`` (B, k) int64 item_idx in descending ``scores`` order, -1 where fewer than
   ``k`` items were produced.
@@ -65,6 +65,10 @@ class SequentialRecommender(nn.Module, ABC):
     @abstractmethod
     def calculate_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         ...
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The training step's call: ``calculate_loss`` (DistributedDataParallel wraps ``forward``)."""
+        return self.calculate_loss(batch)
 
     @abstractmethod
     def rank(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:

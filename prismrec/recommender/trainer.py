@@ -14,6 +14,10 @@ Batches are length-bucketed: examples are shuffled, sorted by history length
 shuffled again, so a batch of short histories runs on a short (trimmed) input.
 The batch order of an epoch depends only on (seed, epoch), which lets a resumed
 run skip exactly the batches it already trained on.
+
+Under ``torchrun`` the same loop trains one replica per process on its slice of every
+batch (``prismrec.distributed``); rank 0 validates and writes, and the time-based decisions
+(schedule, budget, checkpoints) are rank 0's, broadcast every ``SYNC_STEPS`` steps.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 from prismrec.artifacts import (MANIFEST, atomic_write, is_current, read_json, stage_fingerprint_for, stage_manifest,
                                 write_json)
 from prismrec.device import mixed_precision, resolve_device
+from prismrec.distributed import DistributedContext
 from prismrec.errors import MissingStageError, PrismrecError
 from prismrec.evaluation.evaluator import evaluate_examples
 from prismrec.recommender.base import Batch, SequentialRecommender
@@ -42,6 +47,8 @@ log = logging.getLogger("prismrec")
 
 SELECT_ON = "ndcg@10"
 CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epochs
+# with replicas, rank 0's clock reaches the others this often (a broadcast is a host sync)
+SYNC_STEPS = 20
 # fields that change how the model is trained; device, budgets and eval batch size do not.
 # schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
@@ -145,26 +152,42 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     if not force and is_current(out, fingerprint) and not _more_to_train(out, rcfg):
         log.info("train %s: unchanged, reusing %s", out.name, out)
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # the directory is in flux until training ends
+    replicas = DistributedContext.from_env()
+    device = replicas.device(resolve_device(rcfg.device, "recommender.device"))
+    replicas.start(device)
+    try:
+        _train(out, ctx, rcfg, settings, inputs, fingerprint, device, replicas, force)
+    finally:
+        replicas.stop()
+    return out
 
-    device = resolve_device(rcfg.device, "recommender.device")
+
+def _train(out: Path, ctx, rcfg: RecommenderConfig, settings: dict, inputs: dict, fingerprint: str,
+           device: torch.device, replicas: DistributedContext, force: bool) -> None:
+    main = replicas.is_main  # the one process that validates and writes files
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)  # the directory is in flux until training ends
     seed_everything(rcfg.seed)
     model = build_model(ctx, rcfg).to(device)
     started = time.time()
     params = model.num_parameters()
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:  # most-popular: nothing to fit, store it as the selected model
-        save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
-                                          "config": dataclasses.asdict(rcfg)})
-        write_json(out / "train_log.json", {"model": out.name, "epochs": [], "best_epoch": 0,
-                                            "stop_reason": "no_parameters", "parameters": params})
-        _write_manifest(out, settings, inputs, "no_parameters", started)
-        return out
+        if main:
+            save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
+                                              "config": dataclasses.asdict(rcfg)})
+            write_json(out / "train_log.json", {"model": out.name, "epochs": [], "best_epoch": 0,
+                                                "stop_reason": "no_parameters", "parameters": params})
+            _write_manifest(out, settings, inputs, "no_parameters", started)
+        return
 
     train, valid = ctx.data.examples("train"), ctx.data.examples("valid")
     if len(train) == 0:
-        raise PrismrecError(f"{run_dir / 'data'}: no training examples (every user needs at least 4 items)")
+        raise PrismrecError(f"{out.parent.parent / 'data'}: no training examples (every user needs at least 4 items)")
+    if rcfg.batch_size < replicas.world_size:
+        raise PrismrecError(f"recommender.batch_size {rcfg.batch_size}: must be at least the number of "
+                            f"processes ({replicas.world_size}); it is the global batch, split between them")
     sasrec = rcfg.model == "sasrec"
     # AdamW: with weight_decay 0 (the default) exactly Adam; above 0 the decay is decoupled from
     # the adaptive step, so it regularises every weight alike
@@ -173,17 +196,30 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     state = {"epoch": 0, "step": 0, "loss_sums": {}, "best": -1.0, "best_epoch": 0, "bad_evals": 0,
              "log": [], "stop_reason": None, "trained_seconds": 0.0}
     clock = {"since": time.time()}  # training time not yet added to state["trained_seconds"]
+    # what every replica knows of rank 0's clock: training seconds over all sessions of this run
+    # (a resume carries them on) and seconds of this session; refreshed by tick()
+    shared = {"trained": 0.0, "session": 0.0}
 
-    def trained_seconds() -> float:  # over all sessions of this run (a resume carries it on)
+    def trained_seconds() -> float:
         return state.get("trained_seconds", 0.0) + time.time() - clock["since"]
 
+    def tick(step: int | None = None) -> None:
+        """Refresh ``shared``: every step alone, every SYNC_STEPS steps (and when step is None) with replicas."""
+        if replicas.active and step is not None and step % SYNC_STEPS:
+            return
+        shared["trained"], shared["session"] = replicas.broadcast_floats(
+            [trained_seconds(), time.time() - session_start], device)
+
     def time_progress() -> float:
-        return trained_seconds() / (60 * rcfg.schedule_minutes)
+        return shared["trained"] / (60 * rcfg.schedule_minutes)
 
     timed = rcfg.schedule_minutes > 0
 
     def schedule_over() -> bool:  # the time-scheduled learning rate has decayed to 0
         return timed and time_progress() >= 1.0
+
+    def out_of_budget() -> bool:
+        return rcfg.max_minutes > 0 and shared["session"] > rcfg.max_minutes * 60
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(
         rcfg.sasrec_schedule if sasrec else "warmup-cosine", rcfg.epochs * steps_per_epoch, rcfg.warmup_steps,
         time_progress if timed else None))
@@ -199,8 +235,13 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             if state["stop_reason"] in ("time_budget", "schedule_end"):
                 state["stop_reason"] = None  # a new budget or a longer schedule: carry on
             _set_rng_state(saved["rng"])
-            log.info("train %s: resuming at epoch %d, batch %d", out.name, state["epoch"] + 1, state["step"])
-    if state["step"] == 0 and state["epoch"] == 0:
+            if main:
+                log.info("train %s: resuming at epoch %d, batch %d", out.name, state["epoch"] + 1, state["step"])
+    if replicas.active:
+        replicas.broadcast_object(None)  # every replica has read last.pt before rank 0 may delete it
+        if not main:  # rank 0's random stream is the resumable one; the others get their own
+            torch.manual_seed(hash((rcfg.seed, replicas.rank, state["epoch"], state["step"])) % 2**63)
+    if main and state["step"] == 0 and state["epoch"] == 0:
         for stale in ("best.pt", "last.pt", "train_log.json"):
             (out / stale).unlink(missing_ok=True)
 
@@ -216,12 +257,13 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
                                             "parameters": params, "examples": len(train),
                                             "batches_per_epoch": steps_per_epoch})
 
+    step_model = replicas.wrap(model, device)  # what the training step calls (DDP with replicas)
     amp = mixed_precision(device, rcfg.amp, rcfg.amp_cpu)
-    deadline = time.time() + rcfg.max_minutes * 60 if rcfg.max_minutes > 0 else math.inf
     first_pass = True
-    clock["since"] = time.time()
+    clock["since"] = session_start = time.time()
     while state["epoch"] < rcfg.epochs and state["stop_reason"] is None:
-        if time.time() > deadline and not first_pass:  # the last evaluation used up the budget
+        tick()
+        if out_of_budget() and not first_pass:  # the last evaluation used up the budget
             state["stop_reason"] = "time_budget"
             break
         if schedule_over() and state["log"] and "valid" in state["log"][-1]:
@@ -229,76 +271,95 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
             break
         first_pass = False
         epoch = state["epoch"]
-        epoch_start, saved_at = time.time(), time.time()
+        epoch_start, saved_at = time.time(), shared["trained"]
         batches = training_batches(train.length, rcfg.batch_size, np.random.default_rng([rcfg.seed, epoch]))
         model.train()
         running = {}  # loss parts summed on the device: no host sync per step
-        bar = tqdm(range(state["step"], len(batches)), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=None)
+        bar = tqdm(range(state["step"], len(batches)), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                   disable=None if main else True)
         for i in bar:
-            batch = Batch.from_examples(train, batches[i], device).trimmed()
-            with amp:
-                parts = model.calculate_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            optimizer.step()
-            scheduler.step()
-            for name, value in parts.items():
-                value = torch.as_tensor(value, device=device).detach().float()
-                running[name] = running[name] + value if name in running else value
+            # the same global batch on every replica, each training on its slice (a last batch
+            # smaller than the number of replicas is skipped by all of them alike)
+            if len(batches[i]) >= replicas.world_size:
+                shard = replicas.shard(batches[i])
+                batch = Batch.from_examples(train, shard, device).trimmed()
+                with amp:
+                    parts = step_model(batch)
+                optimizer.zero_grad(set_to_none=True)
+                # DDP averages the replicas' gradients: weighing each replica's mean loss by its
+                # share of the batch makes that the gradient of the whole batch's mean loss
+                share = len(shard) * replicas.world_size / len(batches[i])
+                (parts["loss"] * share if share != 1 else parts["loss"]).backward()
+                optimizer.step()
+                scheduler.step()
+                for name, value in parts.items():
+                    value = torch.as_tensor(value, device=device).detach().float()
+                    running[name] = running[name] + value if name in running else value
             state["step"] = i + 1
-            if time.time() > deadline:
+            tick(state["step"])
+            if out_of_budget():
                 state["stop_reason"] = "time_budget"
                 break
             if schedule_over():
                 state["stop_reason"] = "schedule_end"
                 break
-            if time.time() - saved_at > CHECKPOINT_EVERY_S:  # long epochs: a kill loses at most this much
+            if shared["trained"] - saved_at > CHECKPOINT_EVERY_S:  # long epochs: a kill loses at most this much
                 _drain(running, state)
-                save_last()
-                saved_at = time.time()
+                if main:
+                    save_last()
+                saved_at = shared["trained"]
         bar.close()
         _drain(running, state)
-        finished_epoch = state["step"] == len(batches)
-        means = {name: total / max(state["step"], 1) for name, total in state["loss_sums"].items()}
-        entry = {"epoch": epoch + 1, "loss": means.get("loss", float("nan")), "batches": state["step"],
-                 "seconds": round(time.time() - epoch_start, 2), "lr": scheduler.get_last_lr()[0]}
-        if len(means) > 1:
-            entry["loss_parts"] = means
-        if finished_epoch:
-            state["epoch"], state["step"], state["loss_sums"] = epoch + 1, 0, {}
-        # evaluate on schedule, at the last epoch, and before a time stop (so a best checkpoint exists)
-        if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
-                or state["stop_reason"] in ("time_budget", "schedule_end"):
-            with amp:
-                metrics = evaluate_examples(model, valid, batch_size=rcfg.eval_batch_size, device=device)
-            entry["valid"] = metrics
-            if metrics[SELECT_ON] > state["best"]:
-                state["best"], state["best_epoch"], state["bad_evals"] = metrics[SELECT_ON], epoch + 1, 0
-                save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "valid": metrics,
-                                                  "config": dataclasses.asdict(rcfg)})
-            elif finished_epoch:
-                state["bad_evals"] += 1
-                if state["bad_evals"] >= rcfg.patience:
-                    state["stop_reason"] = "early_stop"
-            log.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f at epoch %d), %.1fs", epoch + 1, entry["loss"],
-                     SELECT_ON, metrics[SELECT_ON], state["best"], state["best_epoch"], entry["seconds"])
-        else:
-            log.info("epoch %d: loss %.4f, %.1fs", epoch + 1, entry["loss"], entry["seconds"])
-        entry["partial"] = not finished_epoch
-        entry["trained_seconds"] = round(trained_seconds(), 3)
-        state["log"].append(entry)
-        if state["stop_reason"] is None and state["epoch"] >= rcfg.epochs:
-            state["stop_reason"] = "max_epochs"
-        save_last()
-        write_log()
+        state["loss_sums"] = replicas.mean_floats(state["loss_sums"], device)
+        if main:
+            _end_epoch(model, valid, rcfg, state, epoch, len(batches), epoch_start, scheduler, device, amp, out)
+            state["log"][-1]["trained_seconds"] = round(trained_seconds(), 3)
+            save_last()
+            write_log()
+        state = replicas.broadcast_object(state)  # rank 0's bookkeeping and decisions for every replica
 
-    if not (out / "best.pt").exists():  # epochs=0: keep the untrained model so evaluation still works
-        save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
-                                          "config": dataclasses.asdict(rcfg)})
-    write_log()
-    _write_manifest(out, settings, inputs, state["stop_reason"] or "max_epochs", started,
-                    best_epoch=state["best_epoch"], best_valid=state["best"])
-    return out
+    if main:
+        if not (out / "best.pt").exists():  # epochs=0: keep the untrained model so evaluation still works
+            save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": 0, "valid": None,
+                                              "config": dataclasses.asdict(rcfg)})
+        write_log()
+        _write_manifest(out, settings, inputs, state["stop_reason"] or "max_epochs", started,
+                        best_epoch=state["best_epoch"], best_valid=state["best"])
+
+
+def _end_epoch(model: SequentialRecommender, valid, rcfg: RecommenderConfig, state: dict, epoch: int, num_batches: int,
+               epoch_start: float, scheduler, device: torch.device, amp, out: Path) -> None:
+    """Rank 0's bookkeeping after a (full or interrupted) epoch: the log entry, validation on
+    schedule and before a time stop (so a best checkpoint exists), best checkpoint, early stop."""
+    finished_epoch = state["step"] == num_batches
+    means = {name: total / max(state["step"], 1) for name, total in state["loss_sums"].items()}
+    entry = {"epoch": epoch + 1, "loss": means.get("loss", float("nan")), "batches": state["step"],
+             "seconds": round(time.time() - epoch_start, 2), "lr": scheduler.get_last_lr()[0]}
+    if len(means) > 1:
+        entry["loss_parts"] = means
+    if finished_epoch:
+        state["epoch"], state["step"], state["loss_sums"] = epoch + 1, 0, {}
+    if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
+            or state["stop_reason"] in ("time_budget", "schedule_end"):
+        with amp:
+            metrics = evaluate_examples(model, valid, batch_size=rcfg.eval_batch_size, device=device)
+        entry["valid"] = metrics
+        if metrics[SELECT_ON] > state["best"]:
+            state["best"], state["best_epoch"], state["bad_evals"] = metrics[SELECT_ON], epoch + 1, 0
+            save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "valid": metrics,
+                                              "config": dataclasses.asdict(rcfg)})
+        elif finished_epoch:
+            state["bad_evals"] += 1
+            if state["bad_evals"] >= rcfg.patience:
+                state["stop_reason"] = "early_stop"
+        log.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f at epoch %d), %.1fs", epoch + 1, entry["loss"],
+                 SELECT_ON, metrics[SELECT_ON], state["best"], state["best_epoch"], entry["seconds"])
+    else:
+        log.info("epoch %d: loss %.4f, %.1fs", epoch + 1, entry["loss"], entry["seconds"])
+    entry["partial"] = not finished_epoch
+    state["log"].append(entry)
+    if state["stop_reason"] is None and state["epoch"] >= rcfg.epochs:
+        state["stop_reason"] = "max_epochs"
 
 
 def _more_to_train(out: Path, rcfg: RecommenderConfig) -> bool:

@@ -2,7 +2,10 @@
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,3 +82,23 @@ def test_cpu_bf16_training_learns_and_does_not_invalidate_a_trained_model(run, t
     log = json.loads((out / "train_log.json").read_text())
     assert log["epochs"][1]["loss"] < log["epochs"][0]["loss"]
     assert 0.0 <= evaluate_run(copy, tiny("prism", amp_cpu=True))["test"]["recall@10"] <= 1.0
+
+
+def test_prism_trains_under_torchrun_with_two_processes(run, tmp_path):
+    """The launch users run on several GPUs, here on gloo: DSI's experts, SSA and ATS under DDP."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("models", "eval"))
+    fields = {f.name: getattr(tiny("prism").recommender, f.name) for f in dataclasses.fields(tiny("prism").recommender)}
+    sets = [arg for key in ("d_model", "num_heads", "encoder_layers", "decoder_layers", "d_ff", "d_moe",
+                            "d_content_proj", "d_collab_proj", "beam_size", "epochs", "batch_size")
+            for arg in ("--set", f"recommender.{key}={fields[key]}")]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "prismrec", "train", str(copy), "--model", "prism", "--device", "cpu", *sets],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = copy / "models" / "prism"
+    log = json.loads((out / "train_log.json").read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2] and log["epochs"][1]["loss"] < log["epochs"][0]["loss"]
+    assert "valid" in log["epochs"][1] and (out / "manifest.json").exists()
+    assert "prism: max_epochs" in done.stdout  # the command's summary line (printed by each process)
+    assert 0.0 <= evaluate_run(copy, tiny("prism"))["test"]["recall@10"] <= 1.0  # the checkpoint is the model's
