@@ -5,8 +5,9 @@ the trainer; torchrun's ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` select this mode,
 changes. Every process walks the same global batches and trains on its 1/N slice of each
 (so steps per epoch, the learning-rate schedule and a checkpoint's position are exactly those
 of a one-process run with the same ``batch_size``); DistributedDataParallel averages the
-gradients. Rank 0 alone validates and writes files, and its clock and decisions are the
-run's: the others receive them by broadcast, so every replica takes the same steps.
+gradients. Validation users are split between the replicas too. Rank 0 alone writes files,
+and its clock and decisions are the run's: the others receive them by broadcast, so every
+replica takes the same steps.
 On CPUs the gloo backend runs the same code (that is how the tests check it).
 """
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from prismrec.errors import PrismrecError
 
-# rank 0 validates while the others wait in a broadcast: on a CPU that takes minutes
+# rank 0 writes checkpoints while the others wait in a broadcast: allow slow disks and CPUs
 WAIT_FOR_RANK0 = datetime.timedelta(hours=1)
 
 
@@ -114,3 +115,11 @@ class DistributedContext:
         t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
         dist.all_reduce(t)
         return dict(zip(keys, (t / self.world_size).tolist()))
+
+    def gather(self, part: np.ndarray) -> np.ndarray:
+        """Every process's ``part`` concatenated in rank order (shards of one array back in one piece)."""
+        if not self.active:
+            return part
+        parts = [None] * self.world_size
+        dist.all_gather_object(parts, part)
+        return np.concatenate(parts)

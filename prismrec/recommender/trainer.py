@@ -16,8 +16,9 @@ The batch order of an epoch depends only on (seed, epoch), which lets a resumed
 run skip exactly the batches it already trained on.
 
 Under ``torchrun`` the same loop trains one replica per process on its slice of every
-batch (``prismrec.distributed``); rank 0 validates and writes, and the time-based decisions
-(schedule, budget, checkpoints) are rank 0's, broadcast every ``SYNC_STEPS`` steps.
+batch and validates its share of the users (``prismrec.distributed``); rank 0 writes,
+and the time-based decisions (schedule, budget, checkpoints) are rank 0's, broadcast
+every ``SYNC_STEPS`` steps.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from prismrec.artifacts import (MANIFEST, atomic_write, is_current, read_json, s
 from prismrec.device import mixed_precision, resolve_device
 from prismrec.distributed import DistributedContext
 from prismrec.errors import MissingStageError, PrismrecError
-from prismrec.evaluation.evaluator import evaluate_examples
+from prismrec.evaluation.evaluator import rank_examples
+from prismrec.evaluation.metrics import metrics_from_positions, target_positions
 from prismrec.recommender.base import Batch, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.registry import build_model, check_model, load_context, model_dir_name, stage_inputs
@@ -311,8 +313,14 @@ def _train(out: Path, ctx, rcfg: RecommenderConfig, settings: dict, inputs: dict
         bar.close()
         _drain(running, state)
         state["loss_sums"] = replicas.mean_floats(state["loss_sums"], device)
+        finished_epoch = state["step"] == len(batches)
+        # validate on schedule, at the last epoch, and before a time stop (so a best checkpoint exists)
+        metrics = None
+        if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
+                or state["stop_reason"] in ("time_budget", "schedule_end"):
+            metrics = validation_metrics(model, valid, rcfg, device, amp, replicas)
         if main:
-            _end_epoch(model, valid, rcfg, state, epoch, len(batches), epoch_start, scheduler, device, amp, out)
+            _end_epoch(model, metrics, rcfg, state, epoch, finished_epoch, epoch_start, scheduler, out)
             state["log"][-1]["trained_seconds"] = round(trained_seconds(), 3)
             save_last()
             write_log()
@@ -327,11 +335,19 @@ def _train(out: Path, ctx, rcfg: RecommenderConfig, settings: dict, inputs: dict
                         best_epoch=state["best_epoch"], best_valid=state["best"])
 
 
-def _end_epoch(model: SequentialRecommender, valid, rcfg: RecommenderConfig, state: dict, epoch: int, num_batches: int,
-               epoch_start: float, scheduler, device: torch.device, amp, out: Path) -> None:
-    """Rank 0's bookkeeping after a (full or interrupted) epoch: the log entry, validation on
-    schedule and before a time stop (so a best checkpoint exists), best checkpoint, early stop."""
-    finished_epoch = state["step"] == num_batches
+def validation_metrics(model: SequentialRecommender, valid, rcfg: RecommenderConfig, device: torch.device, amp,
+                       replicas: DistributedContext) -> dict[str, float]:
+    """Recall/NDCG of the validation split; replicas each rank their slice of it."""
+    index = replicas.shard(np.arange(len(valid)))
+    with amp:
+        ranked = rank_examples(model, valid.subset(index), batch_size=rcfg.eval_batch_size, device=device)
+    return metrics_from_positions(replicas.gather(target_positions(ranked, valid.target[index])))
+
+
+def _end_epoch(model: SequentialRecommender, metrics: dict | None, rcfg: RecommenderConfig, state: dict, epoch: int,
+               finished_epoch: bool, epoch_start: float, scheduler, out: Path) -> None:
+    """Rank 0's bookkeeping after a (full or interrupted) epoch: the log entry, the best
+    checkpoint (when validated) and early stopping."""
     means = {name: total / max(state["step"], 1) for name, total in state["loss_sums"].items()}
     entry = {"epoch": epoch + 1, "loss": means.get("loss", float("nan")), "batches": state["step"],
              "seconds": round(time.time() - epoch_start, 2), "lr": scheduler.get_last_lr()[0]}
@@ -339,10 +355,7 @@ def _end_epoch(model: SequentialRecommender, valid, rcfg: RecommenderConfig, sta
         entry["loss_parts"] = means
     if finished_epoch:
         state["epoch"], state["step"], state["loss_sums"] = epoch + 1, 0, {}
-    if (finished_epoch and ((epoch + 1) % rcfg.eval_every == 0 or epoch + 1 == rcfg.epochs)) \
-            or state["stop_reason"] in ("time_budget", "schedule_end"):
-        with amp:
-            metrics = evaluate_examples(model, valid, batch_size=rcfg.eval_batch_size, device=device)
+    if metrics is not None:
         entry["valid"] = metrics
         if metrics[SELECT_ON] > state["best"]:
             state["best"], state["best_epoch"], state["bad_evals"] = metrics[SELECT_ON], epoch + 1, 0
