@@ -73,13 +73,21 @@ def test_shards_split_a_batch_into_contiguous_parts():
     assert DistributedContext().shard(batch) is batch
 
 
-def test_two_replicas_train_the_same_model_as_one_process(tmp_path):
+def launch(world: int, run_dir, cfg: PipelineConfig) -> None:
+    mp.start_processes(replica, args=(world, free_port(), str(run_dir), cfg), nprocs=world, start_method="spawn")
+
+
+def test_two_replicas_train_the_same_model_as_one_process_across_a_budget_stop(tmp_path):
     single = write_synthetic_run(tmp_path / "single", num_users=120)
     shutil.copytree(single, tmp_path / "ddp")
     cfg = deterministic_sasrec()
     out_single = train_run(single, cfg)
-    mp.start_processes(replica, args=(2, free_port(), str(tmp_path / "ddp"), cfg), nprocs=2, start_method="spawn")
     out_ddp = tmp_path / "ddp" / "models" / "sasrec"
+    # the replicas stop on a time budget after their first epoch, then resume from last.pt
+    launch(2, tmp_path / "ddp", deterministic_sasrec(max_minutes=1e-6))
+    stopped = json.loads((out_ddp / "train_log.json").read_text())
+    assert stopped["stop_reason"] == "time_budget" and [e["epoch"] for e in stopped["epochs"]] == [1]
+    launch(2, tmp_path / "ddp", cfg)
 
     a, b = model_weights(out_single), model_weights(out_ddp)
     assert a.keys() == b.keys()
