@@ -25,7 +25,10 @@ pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude
 # is 4x fewer steps), and their cosine decays over the time budget (ML-100K demo, same 7 CPU
 # minutes: test R@10 0.0859 decayed vs 0.0615 cut at full rate); SASRec keeps the reference
 # row's settings (batch 128, lr 1e-3).
-GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN}
+# The backbone is the paper's (SPEC section 5: 4+4 layers, FFN 1024), whatever RUN_DIR's config
+# says (the CPU runs use 2+2 layers, FFN 512).
+BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decoder_layers=4 --set recommender.d_ff=1024}
+GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN $BACKBONE}
 JOBS=(
   "prism|--model prism --seed 0 $GEN"
   "prism-seed1|--model prism --seed 1 $GEN"
@@ -40,8 +43,8 @@ start=$(date +%s)
 pids=()
 for job in "${JOBS[@]}"; do
   name=${job%%|*}; args=${job#*|}
-  ( python3 -m prismrec.cli train "$RUN" $args --device "$DEVICE" --max-minutes "$MIN" \
-      && python3 -m prismrec.cli evaluate "$RUN" $args --device "$DEVICE" ) > "$OUT/logs/$name.log" 2>&1 &
+  ( python3 -m prismrec train "$RUN" $args --device "$DEVICE" --max-minutes "$MIN" \
+      && python3 -m prismrec evaluate "$RUN" $args --device "$DEVICE" ) > "$OUT/logs/$name.log" 2>&1 &
   pids+=($!)
 done
 while :; do
