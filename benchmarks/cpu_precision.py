@@ -68,7 +68,7 @@ def main() -> None:
     # a first, untimed pass: the first step at a new batch shape builds kernels and buffers (in
     # training the ~20 bucketed shapes are all seen within the first steps of the first epoch)
     for timed, i in [(False, i) for i in picks] + [(True, i) for i in picks]:
-        batch = Batch.from_examples(train, batches[i], CPU).trimmed()
+        batch = Batch.from_examples(train, batches[i], CPU)
         for name, ctx_manager in contexts.items():
             torch.manual_seed(int(i))  # same dropout masks for both
             start = time.perf_counter()

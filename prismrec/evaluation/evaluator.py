@@ -39,7 +39,7 @@ def rank_examples(model: SequentialRecommender, examples: Examples, k: int = max
     ranked = np.full((len(examples), k), -1, dtype=np.int64)
     batches = length_batches(examples.length, batch_size)
     for index in tqdm(batches, desc="ranking", unit="batch", disable=None if progress else True, leave=False):
-        items, _ = model.rank(Batch.from_examples(examples, index, device).trimmed(), k)
+        items, _ = model.rank(Batch.from_examples(examples, index, device), k)
         items = items.cpu().numpy()
         ranked[index, :items.shape[1]] = items[:, :k]
     model.train(was_training)

@@ -35,17 +35,21 @@ class Batch:
     target: torch.Tensor       # (B,) int64 item_idx
 
     @classmethod
-    def from_examples(cls, ex: Examples, index: np.ndarray | slice, device: torch.device | str) -> "Batch":
+    def from_arrays(cls, history: np.ndarray, time_bucket: np.ndarray, length: np.ndarray, target: np.ndarray,
+                    device: torch.device | str) -> "Batch":
+        """A batch on ``device`` from host arrays, without the all-padding leading columns: a batch
+        of short histories (length-bucketed) runs on a short input. Trimming on the host moves
+        fewer bytes and needs no device-to-host sync for the width."""
+        width = max(int(length.max()) if len(length) else 1, 1)
+
         def t(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a[index]), dtype=torch.long).to(device, non_blocking=True)
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.long).to(device, non_blocking=True)
 
-        return cls(t(ex.history), t(ex.time_bucket), t(ex.length), t(ex.target))
+        return cls(t(history[:, -width:]), t(time_bucket[:, -width:]), t(length), t(target))
 
-    def trimmed(self) -> "Batch":
-        """Drop the all-padding leading columns (length-bucketed batches get shorter inputs)."""
-        width = int(self.length.max().item()) if len(self.length) else 1
-        width = max(width, 1)
-        return Batch(self.history[:, -width:], self.time_bucket[:, -width:], self.length, self.target)
+    @classmethod
+    def from_examples(cls, ex: Examples, index: np.ndarray | slice, device: torch.device | str) -> "Batch":
+        return cls.from_arrays(ex.history[index], ex.time_bucket[index], ex.length[index], ex.target[index], device)
 
 
 @dataclass

@@ -76,8 +76,7 @@ class Recommender:
                 first = np.zeros(len(t), dtype=bool)
                 first[0] = True
                 buckets[r, H - len(idx):] = time_bucket(delta, first, self.num_time_buckets)[-H:]
-        as_t = lambda a: torch.as_tensor(a, device=self.device)
-        return Batch(as_t(rows), as_t(buckets), as_t(lengths), as_t(np.zeros(len(histories), dtype=np.int64))).trimmed()
+        return Batch.from_arrays(rows, buckets, lengths, np.zeros(len(histories), dtype=np.int64), self.device)
 
     @torch.no_grad()
     def recommend_many(self, histories: list[Sequence[str]], k: int = 10,

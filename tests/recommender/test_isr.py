@@ -69,7 +69,7 @@ def one_thread():
 
 def batch_of(ctx: ModelContext, split: str = "train", size: int = 32) -> Batch:
     examples = ctx.data.examples(split)
-    return Batch.from_examples(examples, np.arange(min(size, len(examples))), "cpu").trimmed()
+    return Batch.from_examples(examples, np.arange(min(size, len(examples))), "cpu")
 
 
 def build(ctx, seed: int = 0, **overrides) -> IntegratedSemanticRecommender:
@@ -121,8 +121,10 @@ def test_narrow_beam_still_returns_valid_sorted_items(ctx):
 def test_padding_and_empty_histories_do_not_change_or_break_scores(ctx):
     model = build(ctx).eval()
     examples = ctx.data.examples("test")
-    full = Batch.from_examples(examples, np.arange(8), "cpu")          # padded to 20 columns
-    trimmed = full.trimmed()
+    index = np.arange(8)
+    full = Batch(*(torch.as_tensor(a[index]) for a in (examples.history, examples.time_bucket, examples.length,
+                                                        examples.target)))  # padded to 20 columns
+    trimmed = Batch.from_examples(examples, index, "cpu")
     assert trimmed.history.shape[1] < full.history.shape[1]
     a, sa = model.rank(full, 5)
     b, sb = model.rank(trimmed, 5)
@@ -312,12 +314,12 @@ def test_learns_the_synthetic_next_item_structure(ctx, one_thread):
     order = np.random.default_rng(0).permutation(np.tile(np.arange(len(train)), 5))
     model.train()
     for start in range(0, len(order), 64):
-        loss = model.calculate_loss(Batch.from_examples(train, order[start:start + 64], "cpu").trimmed())["loss"]
+        loss = model.calculate_loss(Batch.from_examples(train, order[start:start + 64], "cpu"))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    batch = Batch.from_examples(valid, np.arange(len(valid)), "cpu").trimmed()
+    batch = Batch.from_examples(valid, np.arange(len(valid)), "cpu")
     items, _ = model.rank(batch, 10)
     recall = float((items == batch.target[:, None]).any(1).float().mean())
     assert recall > 0.4
