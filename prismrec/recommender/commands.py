@@ -43,10 +43,13 @@ def register(app: typer.Typer) -> None:
               config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False) -> None:
         """Train a recommender with early stopping on validation NDCG@10 (resumable)."""
         from prismrec.artifacts import read_json
+        from prismrec.distributed import DistributedContext
         from prismrec.recommender.trainer import train_run
 
         cfg = resolve(run_dir, config, set_, model, no_dsi, no_ssa, no_ats, seed, device, max_minutes)
         out = train_run(run_dir, cfg, force=force)
+        if not DistributedContext.from_env().is_main:  # under torchrun, one summary line
+            return
         log = read_json(out / "train_log.json")
         best = log.get("best_valid_ndcg@10")
         typer.echo(f"{out}: {log.get('stop_reason')}, best epoch {log.get('best_epoch')}"
