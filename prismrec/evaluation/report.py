@@ -1,8 +1,9 @@
 """Side-by-side report of every evaluated model in a run: ``prismrec report RUN_DIR``.
 
 Seeds of one configuration (``prism``, ``prism-seed1``, ...) are grouped and shown
-as mean ± standard deviation; the training curves (validation NDCG@10 per epoch)
-are drawn into ``RUN_DIR/eval/training_curves.png``.
+as mean ± standard deviation; each ablation (``prism-no-dsi``, ...) is set against the
+full model it removes a module from (the paper's Table 4); the training curves
+(validation NDCG@10 per epoch) are drawn into ``RUN_DIR/eval/training_curves.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prismrec.errors import PrismrecError
 
 COLUMNS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 SEED_SUFFIX = re.compile(r"-seed\d+$")
+ABLATION = re.compile(r"^(?P<full>.+?)-no-")  # prism-no-dsi, prism-no-dsi-no-ssa -> prism
 
 
 def collect(run_dir: Path) -> dict[str, list[dict]]:
@@ -39,6 +41,25 @@ def markdown_report(groups: dict[str, list[dict]], split: str = "test") -> str:
             cells.append(f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""))
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def ablation_report(groups: dict[str, list[dict]], split: str = "test") -> str:
+    """Each ablation's mean beside its change from the full model's mean; "" when there is none."""
+    lines = []
+    for name, runs in groups.items():
+        match = ABLATION.match(name)
+        if not match or match["full"] not in groups:
+            continue
+        cells = []
+        for col in COLUMNS:
+            full = np.mean([r[split][col] for r in groups[match["full"]]])
+            value = np.mean([r[split][col] for r in runs])
+            cells.append(f"{value:.4f} ({100 * (value / full - 1):+.1f}%)" if full > 0 else f"{value:.4f}")
+        lines.append(f"| {name} vs {match['full']} | {len(runs)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = "| ablation | seeds | " + " | ".join(c.replace("recall", "R").replace("ndcg", "N") for c in COLUMNS) + " |"
+    return "\n".join([head, "|" + "---|" * (len(COLUMNS) + 2), *lines]) + "\n"
 
 
 def plot_training_curves(run_dir: Path) -> Path | None:
@@ -76,6 +97,10 @@ def plot_training_curves(run_dir: Path) -> Path | None:
 
 def write_report(run_dir: Path) -> tuple[str, Path | None]:
     groups = collect(run_dir)
-    text = "## Test\n\n" + markdown_report(groups, "test") + "\n## Validation\n\n" + markdown_report(groups, "valid")
+    text = "## Test\n\n" + markdown_report(groups, "test")
+    ablations = ablation_report(groups, "test")
+    if ablations:
+        text += "\n## Ablations (test, change of the mean from the full model)\n\n" + ablations
+    text += "\n## Validation\n\n" + markdown_report(groups, "valid")
     write_text(Path(run_dir) / "eval" / "report.md", text)
     return text, plot_training_curves(run_dir)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prismrec.errors import PrismrecError
-from prismrec.evaluation.report import collect, markdown_report, write_report
+from prismrec.evaluation.report import ablation_report, collect, markdown_report, write_report
 
 KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -30,6 +30,18 @@ def test_seeds_are_grouped_with_mean_and_std(tmp_path):
     prism_row = next(line for line in table.splitlines() if line.startswith("| prism |"))
     assert f"{0.2:.4f} ± {np.std([0.1, 0.2, 0.3], ddof=1):.4f}" in prism_row
     assert "| pop | 1 | 0.0500 |" in table
+
+
+def test_ablations_are_set_against_the_mean_of_their_full_model(tmp_path):
+    run = fake_run(tmp_path, {"prism": 0.1, "prism-seed1": 0.3, "prism-no-dsi": 0.18, "prism-no-dsi-no-ssa": 0.25,
+                              "tiger": 0.05, "tiger2-no-x": 0.1})
+    table = ablation_report(collect(run))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    assert sorted(rows) == ["prism-no-dsi vs prism", "prism-no-dsi-no-ssa vs prism"]  # tiger2 has no full model
+    assert "| 1 | 0.1800 (-10.0%) |" in rows["prism-no-dsi vs prism"]        # 0.18 vs the seeds' mean 0.2
+    assert "0.2500 (+25.0%)" in rows["prism-no-dsi-no-ssa vs prism"]
+    assert ablation_report(collect(fake_run(tmp_path / "other", {"prism": 0.1}))) == ""
+    assert "## Ablations" in write_report(run)[0]
 
 
 def test_report_writes_markdown_and_png(tmp_path):
