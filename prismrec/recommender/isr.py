@@ -59,6 +59,8 @@ class DynamicSemanticIntegration(nn.Module):
         self.expert_w2 = nn.Parameter(torch.randn(E, cfg.d_moe, cfg.d_moe) / math.sqrt(cfg.d_moe))
         self.expert_b2 = nn.Parameter(torch.zeros(E, cfg.d_moe))
         self.out = nn.Linear(cfg.d_moe, d_model)            # phi_out of Eq. 14
+        # how the experts run: None = by device (see forward); True / False force one way (tests, benchmarks)
+        self.dense_experts: Optional[bool] = None
         # eta starts small so the SID embedding dominates at first, but non-zero so the
         # experts receive gradient from the first step
         self.eta = nn.Parameter(torch.tensor(float(cfg.dsi_eta_init)))
@@ -77,16 +79,30 @@ class DynamicSemanticIntegration(nn.Module):
             logits = logits + torch.randn_like(logits)
         weights = self.routing_weights(logits)
         flat, w = x.flatten(0, -2), weights.flatten(0, -2)
+        dense = x.is_cuda if self.dense_experts is None else self.dense_experts
+        h_moe = self._experts_dense(flat, w) if dense else self._experts_routed(flat, w)
+        h_moe = h_moe.view(*x.shape[:-1], -1).to(e_id.dtype)
+        return e_id + self.eta * self.out(h_moe)                                    # Eq. 14
+
+    def _experts_routed(self, flat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Each expert on the tokens routed to it only: 2/3 of the expert FLOPs of running all
+        three, in plain matmuls (the MoE runs twice as fast on a CPU), but every ``nonzero`` is a
+        host sync, which stalls a GPU."""
         h_moe = flat.new_zeros(len(flat), self.expert_w2.shape[-1], dtype=torch.float32)
-        # each expert runs only on the tokens routed to it (2/3 of the expert FLOPs of running
-        # all three densely, and plain matmuls: the MoE itself runs twice as fast on CPU)
         for e in range(len(self.expert_w1)):
             idx = w[:, e].nonzero().squeeze(1)
             hidden = F.gelu(torch.addmm(self.expert_b1[e], flat[idx], self.expert_w1[e]))
             y = torch.addmm(self.expert_b2[e], hidden, self.expert_w2[e]) * w[idx, e, None]
             h_moe = h_moe.index_add(0, idx, y.float())
-        h_moe = h_moe.view(*x.shape[:-1], -1).to(e_id.dtype)
-        return e_id + self.eta * self.out(h_moe)                                    # Eq. 14
+        return h_moe
+
+    def _experts_dense(self, flat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token in two batched matmuls, unselected experts weighted by
+        exactly 0: the same sum with no host sync (the GPU way; 3/2 of the routed FLOPs)."""
+        E = len(self.expert_w1)
+        hidden = F.gelu(torch.baddbmm(self.expert_b1[:, None], flat.expand(E, -1, -1), self.expert_w1))
+        y = torch.baddbmm(self.expert_b2[:, None], hidden, self.expert_w2)         # (E, N, d_moe)
+        return torch.einsum("end,ne->nd", y.float(), w.float())
 
     def routing_weights(self, logits: torch.Tensor) -> torch.Tensor:
         """Eq. 13: softmax over the top-k gate logits only; unselected experts weigh exactly 0."""

@@ -192,11 +192,13 @@ def test_num_parameters_counts_two_of_three_experts(ctx):
     assert plain["total"] == plain["active"]
 
 
-def test_dsi_routes_each_token_to_its_top2_experts_only():
+@pytest.mark.parametrize("dense", [False, True], ids=["routed", "dense"])
+def test_dsi_routes_each_token_to_its_top2_experts_only(dense):
     from prismrec.recommender.isr import DynamicSemanticIntegration
 
     torch.manual_seed(0)
     dsi = DynamicSemanticIntegration(3, 32, 12, 8, 6, TINY).eval()
+    dsi.dense_experts = dense
     e_id, q = torch.randn(4, 5, 3, 32), torch.randn(4, 5, 3, 6)
     content, collab = torch.randn(4, 5, 12), torch.randn(4, 5, 8)
     got = dsi(e_id, content, collab, q)
@@ -210,6 +212,24 @@ def test_dsi_routes_each_token_to_its_top2_experts_only():
                            for e in range(3)], -2)
     want = e_id + dsi.eta * dsi.out((weights.unsqueeze(-1) * experts).sum(-2))
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_dense_and_routed_experts_give_the_same_gradients():
+    """The GPU way (dense, no host sync) and the CPU way (routed) train the same model."""
+    from prismrec.recommender.isr import DynamicSemanticIntegration
+
+    torch.manual_seed(0)
+    dsi = DynamicSemanticIntegration(3, 32, 12, 8, 6, TINY).eval()
+    inputs = (torch.randn(4, 5, 3, 32), torch.randn(4, 5, 12), torch.randn(4, 5, 8), torch.randn(4, 5, 3, 6))
+    grads = {}
+    for dense in (False, True):
+        dsi.dense_experts = dense
+        dsi.zero_grad()
+        (dsi(*inputs) ** 2).sum().backward()
+        grads[dense] = {name: p.grad.clone() for name, p in dsi.named_parameters()}
+    for name, g in grads[False].items():
+        assert torch.allclose(g, grads[True][name], atol=1e-5, rtol=1e-4), name
+    assert grads[True]["expert_w1"].abs().sum() > 0
 
 
 def test_paper_sized_backbone_builds_and_ranks(ctx):
