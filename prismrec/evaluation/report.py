@@ -62,6 +62,14 @@ def ablation_report(groups: dict[str, list[dict]], split: str = "test") -> str:
     return "\n".join([head, "|" + "---|" * (len(COLUMNS) + 2), *lines]) + "\n"
 
 
+def epoch_position(entry: dict, batches_per_epoch: int | None) -> float:
+    """Where a log entry sits on the epoch axis: a validation made before a budget stop
+    mid-epoch (``partial``) sits at the fraction of the epoch it had trained."""
+    if entry.get("partial") and batches_per_epoch:
+        return entry["epoch"] - 1 + entry.get("batches", 0) / batches_per_epoch
+    return entry["epoch"]
+
+
 def plot_training_curves(run_dir: Path) -> Path | None:
     """Validation NDCG@10 per epoch of every trained model (PNG); None when no model has a curve."""
     import matplotlib
@@ -73,10 +81,11 @@ def plot_training_curves(run_dir: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     drawn = 0
     for path in logs:
-        epochs = [e for e in read_json(path).get("epochs", []) if e.get("valid")]
+        log = read_json(path)
+        epochs = [e for e in log.get("epochs", []) if e.get("valid")]
         if epochs:
-            ax.plot([e["epoch"] for e in epochs], [e["valid"]["ndcg@10"] for e in epochs], marker=".",
-                    label=path.parent.name)
+            ax.plot([epoch_position(e, log.get("batches_per_epoch")) for e in epochs],
+                    [e["valid"]["ndcg@10"] for e in epochs], marker=".", label=path.parent.name)
             drawn += 1
     if not drawn:
         plt.close(fig)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prismrec.errors import PrismrecError
-from prismrec.evaluation.report import ablation_report, collect, markdown_report, write_report
+from prismrec.evaluation.report import ablation_report, collect, epoch_position, markdown_report, write_report
 
 KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -54,3 +54,9 @@ def test_report_writes_markdown_and_png(tmp_path):
 def test_no_evaluated_model_is_a_clear_error(tmp_path):
     with pytest.raises(PrismrecError, match="no evaluated model"):
         collect(tmp_path)
+
+
+def test_a_validation_before_a_budget_stop_sits_at_its_fraction_of_the_epoch():
+    assert epoch_position({"epoch": 11, "batches": 26, "partial": True}, 520) == 10.05
+    assert epoch_position({"epoch": 11, "batches": 520, "partial": False}, 520) == 11
+    assert epoch_position({"epoch": 3, "partial": True}, None) == 3  # logs without the epoch size
