@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(run_dir: RunDir) -> None:
-        """Every evaluated model side by side (mean ± std over seeds), ablations against their full model, and the training curves (PNG)."""
+        """Every evaluated model side by side (mean ± std over seeds), ablations against their
+        full model, and the training curves (PNG)."""
         from prismrec.evaluation.report import write_report
 
         text, plot = write_report(run_dir)
