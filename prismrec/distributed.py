@@ -91,6 +91,10 @@ class DistributedContext:
         """This process's contiguous 1/N of a global batch (sizes differ by at most one)."""
         return np.array_split(batch, self.world_size)[self.rank] if self.active else batch
 
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
     def broadcast_object(self, obj):
         """Rank 0's ``obj`` on every process (any picklable value)."""
         if not self.active:

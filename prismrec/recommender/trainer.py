@@ -242,7 +242,7 @@ def _train(out: Path, ctx, rcfg: RecommenderConfig, settings: dict, inputs: dict
             if main:
                 log.info("train %s: resuming at epoch %d, batch %d", out.name, state["epoch"] + 1, state["step"])
     if replicas.active:
-        replicas.broadcast_object(None)  # every replica has read last.pt before rank 0 may delete it
+        replicas.barrier()  # every replica has read last.pt before rank 0 may delete it
         if not main:  # rank 0's random stream is the resumable one; the others get their own
             torch.manual_seed(hash((rcfg.seed, replicas.rank, state["epoch"], state["step"])) % 2**63)
     if main and state["step"] == 0 and state["epoch"] == 0:
