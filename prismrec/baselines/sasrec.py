@@ -21,6 +21,7 @@ from torch import nn
 
 from prismrec.recommender.base import Batch, ModelContext, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.dropout import Dropout
 
 
 class CausalSelfAttention(nn.Module):
@@ -48,8 +49,8 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), allowed))
@@ -63,7 +64,7 @@ class SASRec(SequentialRecommender):
         self.num_items = num_items
         self.item_emb = nn.Embedding(num_items + 1, dim, padding_idx=0)  # row i+1 = item_idx i, row 0 = padding
         self.pos_emb = nn.Embedding(max_len, dim)
-        self.emb_drop = nn.Dropout(dropout)
+        self.emb_drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(blocks))
         self.norm = nn.LayerNorm(dim)
         for name, p in self.named_parameters():

@@ -34,6 +34,7 @@ from torch import nn
 from prismrec.errors import PrismrecError
 from prismrec.recommender.base import Batch, ModelContext, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.dropout import Dropout
 from prismrec.recommender.transformer import Decoder, Encoder
 from prismrec.recommender.trie import SemanticIdTrie, beam_search, constrained_log_probs
 
@@ -166,7 +167,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             self.register_buffer("item_content", torch.tensor(np.asarray(content), dtype=torch.float32), persistent=False)
             self.register_buffer("item_collab", torch.tensor(np.asarray(collab), dtype=torch.float32), persistent=False)
             self.dsi = DynamicSemanticIntegration(depth, d, content.shape[1], collab.shape[1], d_cb, cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
         # ---- backbone: pre-LN encoder-decoder, T5-style ReLU feed-forward (also the cheapest on CPU);
         # num_heads 4 by default: the paper's 6 heads do not divide d_model 128

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prismrec.recommender.dropout import Dropout
+
 
 class Attention(nn.Module):
     """Multi-head attention with a packed input projection (nn.MultiheadAttention's layout)."""
@@ -61,7 +63,7 @@ class _PreNormLayer(nn.Module):
     def _add_feed_forward(self, d_model: int, d_ff: int, dropout: float) -> None:
         # created after the attention, as torch's layers do: the same seed gives the same weights
         self.linear1, self.linear2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
@@ -73,7 +75,7 @@ class EncoderLayer(_PreNormLayer):
         self.self_attn = Attention(d_model, num_heads, dropout)
         self._add_feed_forward(d_model, d_ff, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         x = x + self.dropout1(self.self_attn(self.norm1(x), None, allowed))
@@ -87,7 +89,7 @@ class DecoderLayer(_PreNormLayer):
         self.multihead_attn = Attention(d_model, num_heads, dropout)
         self._add_feed_forward(d_model, d_ff, dropout)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
-        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(3))
 
     def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], self_allowed: torch.Tensor | None,
                 memory_allowed: torch.Tensor | None) -> torch.Tensor:
