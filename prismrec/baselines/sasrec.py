@@ -22,6 +22,7 @@ from torch import nn
 from prismrec.recommender.base import Batch, ModelContext, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.dropout import Dropout
+from prismrec.recommender.transformer import attention
 
 
 class CausalSelfAttention(nn.Module):
@@ -31,13 +32,12 @@ class CausalSelfAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.dropout = dropout
+        self.dropout = Dropout(dropout)  # on the attention weights
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         B, W, D = x.shape
         q, k, v = self.qkv(x).view(B, W, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None],
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = attention(q, k, v, allowed[:, None], self.dropout)
         return self.proj(out.transpose(1, 2).reshape(B, W, D))
 
 

@@ -20,6 +20,24 @@ from torch import nn
 from prismrec.recommender.dropout import Dropout
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None,
+              dropout: nn.Dropout) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` with ``dropout`` on the attention weights.
+
+    While training on a CPU with prismrec's :class:`Dropout`, the same math is written out so
+    that the weights' mask comes from its cheap generator (SDPA's CPU path draws it with
+    ``bernoulli_``; benchmarks/results/cpu-dropout-2026-11-26.md). Elsewhere, SDPA.
+    """
+    p = dropout.p if dropout.training else 0.0
+    if p == 0.0 or q.device.type != "cpu" or type(dropout) is not Dropout:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if allowed is not None:
+        # the dtype's minimum, not -inf: a row with nothing allowed averages instead of giving NaN
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return dropout(scores.softmax(-1)) @ v
+
+
 class Attention(nn.Module):
     """Multi-head attention with a packed input projection (nn.MultiheadAttention's layout)."""
 
@@ -27,7 +45,8 @@ class Attention(nn.Module):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.dropout = num_heads, dropout
+        self.num_heads = num_heads
+        self.dropout = Dropout(dropout)  # on the attention weights
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
         self.out_proj = nn.Linear(d_model, d_model)
@@ -49,9 +68,7 @@ class Attention(nn.Module):
         else:
             q = self._heads(F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d]))
             k, v = memory_kv
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                             dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+        return self.out_proj(attention(q, k, v, allowed, self.dropout).transpose(1, 2).flatten(2))
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, h, L, d_head)
         return t.unflatten(-1, (self.num_heads, t.shape[-1] // self.num_heads)).transpose(1, 2)

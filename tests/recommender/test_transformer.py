@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from prismrec.recommender.transformer import Decoder, Encoder
+from prismrec.recommender.dropout import Dropout, keep_mask
+from prismrec.recommender.transformer import Decoder, Encoder, attention
 
 D, HEADS, FF = 16, 4, 32
 
@@ -77,3 +78,37 @@ def test_same_seed_same_initial_weights_as_torch_transformer():
     for mine, ref in ((enc, ref_enc), (dec, ref_dec)):
         want = ref.state_dict()
         assert all(torch.equal(value, want[name]) for name, value in mine.state_dict().items())
+
+
+def _qkv_and_mask():
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 6, 8) for _ in range(3))
+    allowed = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    allowed[0, :, :, :2] = False                       # padding columns
+    allowed[1] = torch.tril(allowed[1])                # causal
+    return q, k, v, allowed
+
+
+def test_attention_written_out_equals_sdpa_when_nothing_is_dropped():
+    q, k, v, allowed = _qkv_and_mask()
+    # p rounds to 0 in the 16-bit mask but is > 0: the written-out path runs, keeping everything
+    tiny = Dropout(1e-9).train()
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(attention(q, k, v, allowed, tiny), want)
+    assert torch.equal(attention(q, k, v, allowed, Dropout(0.3).eval()), want)
+
+
+def test_attention_dropout_masks_the_weights_with_the_seeded_mask():
+    q, k, v, allowed = _qkv_and_mask()
+    weights = (q @ k.transpose(-2, -1) / 8 ** 0.5).masked_fill(~allowed, float("-inf")).softmax(-1)
+    torch.manual_seed(9)
+    got = attention(q, k, v, allowed, Dropout(0.3).train())
+    torch.manual_seed(9)
+    keep = keep_mask(weights.shape, 0.3)
+    scale = 65536 / (65536 - round(0.3 * 65536))
+    torch.testing.assert_close(got, (weights * keep * scale) @ v)
+    assert not torch.allclose(got, weights @ v)
+    # torch's own dropout module keeps SDPA (the benchmark's reference path)
+    torch.manual_seed(9)
+    ref = attention(q, k, v, allowed, nn.Dropout(0.3).train())
+    assert ref.shape == got.shape and not torch.allclose(ref, got)
