@@ -94,7 +94,7 @@ class DynamicSemanticIntegration(nn.Module):
             idx = w[:, e].nonzero().squeeze(1)
             hidden = F.gelu(torch.addmm(self.expert_b1[e], flat[idx], self.expert_w1[e]))
             y = torch.addmm(self.expert_b2[e], hidden, self.expert_w2[e]) * w[idx, e, None]
-            h_moe = h_moe.index_add(0, idx, y.float())
+            h_moe.index_add_(0, idx, y.float())  # in place: no copy of h_moe per expert
         return h_moe
 
     def _experts_dense(self, flat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
