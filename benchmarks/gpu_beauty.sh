@@ -27,8 +27,12 @@ pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude
 # row's settings (batch 128, lr 1e-3).
 # The backbone is the paper's (SPEC section 5: 4+4 layers, FFN 1024), whatever RUN_DIR's config
 # says (the CPU runs use 2+2 layers, FFN 512).
+# The cosine ends at EPOCHS epochs if the GPU gets there before the time budget: on CPU the
+# ISR over-fits after 20-24 epochs at a high rate (benchmarks/results/beauty-cpu-long-schedule-*),
+# so a fast GPU should not spend its budget at one. 30 is a guess for batch 512 (half the steps).
+EPOCHS=${EPOCHS:-30}
 BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decoder_layers=4 --set recommender.d_ff=1024}
-GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN $BACKBONE}
+GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE}
 JOBS=(
   "prism|--model prism --seed 0 $GEN"
   "prism-seed1|--model prism --seed 1 $GEN"

@@ -50,8 +50,8 @@ class RecommenderConfig:
     eval_every: int = 1
     max_minutes: float = 0.0       # 0 = no time budget
     # > 0: the cosine decay runs over this many minutes of training (wall time, validation
-    # included, carried across resumes) instead of over `epochs`, and training ends when it
-    # reaches 0: a time-bounded run (CPU) still gets a fully decayed learning rate
+    # included, carried across resumes) or over `epochs`, whichever ends first, and training
+    # ends when it reaches 0: a time-bounded run (CPU) still gets a fully decayed learning rate
     schedule_minutes: float = 0.0
     amp: bool = True               # bf16 autocast on CUDA
     # bf16 autocast on CPUs that compute it natively (AMX / AVX512-BF16) as well; opt-in,

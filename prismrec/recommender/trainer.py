@@ -73,8 +73,10 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
 
 def lr_schedule(kind: str, total_steps: int, warmup_steps: int, time_progress=None):
     """Multiplier of the base learning rate at each optimizer step. With ``time_progress`` (a
-    callable giving the share of the time schedule used, 0..1) the cosine follows it instead of
-    the step count: the warmup stays in steps, the decay in wall time."""
+    callable giving the share of the time schedule used, 0..1) the cosine follows whichever of
+    time and steps is further along: a slow machine ends it on the clock, a fast one (a GPU,
+    which would otherwise spend the budget over-fitting at a high rate) at ``total_steps``.
+    The warmup is in steps either way."""
     if kind == "constant":
         return lambda step: 1.0
     if kind != "warmup-cosine":
@@ -84,11 +86,10 @@ def lr_schedule(kind: str, total_steps: int, warmup_steps: int, time_progress=No
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
         if time_progress is not None:
-            progress = min(1.0, time_progress())
-        else:
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+            progress = max(progress, time_progress())
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 

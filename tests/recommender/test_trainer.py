@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -181,6 +182,16 @@ def test_time_schedule_decays_with_the_time_used_not_the_steps():
     assert f(50) == pytest.approx(0.5)                   # half the time: cosine midpoint, whatever the step
     used["share"] = 3.0
     assert f(50) == pytest.approx(0.0)                   # past the end it stays at 0
+
+
+def test_time_schedule_ends_at_the_step_count_when_that_comes_first():
+    from prismrec.recommender.trainer import lr_schedule
+
+    used = {"share": 0.1}                                # a fast machine: little of the time used
+    f = lr_schedule("warmup-cosine", total_steps=1010, warmup_steps=10, time_progress=lambda: used["share"])
+    assert f(110) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))   # time ahead of steps (10%)
+    assert f(510) == pytest.approx(0.5)                  # steps ahead of time: cosine midpoint
+    assert f(1010) == pytest.approx(0.0) and f(5000) == pytest.approx(0.0)
 
 
 def test_time_schedule_ends_training_with_a_validated_best_checkpoint(run):
