@@ -108,6 +108,11 @@ def save_checkpoint(path: Path, obj: dict) -> None:
 
 def require_trained(run_dir: str | Path, cfg: RecommenderConfig) -> Path:
     path = model_dir(run_dir, cfg)
+    if (path / "last.pt").exists() and not (path / MANIFEST).exists():
+        # killed mid-training: the manifest is written when training ends or stops on its budget
+        raise MissingStageError(f"{path}: the training of '{path.name}' was interrupted; resume it with "
+                                f"`prismrec train {run_dir} --model {cfg.model}` (same switches and seed; "
+                                "`--max-minutes M` to stop it after M minutes with a validated best checkpoint)")
     if not (path / MANIFEST).exists() or not (path / "best.pt").exists():
         raise MissingStageError(f"{path}: trained model '{path.name}' not found; run "
                                 f"`prismrec train {run_dir} --model {cfg.model}` (same switches and seed) first")

@@ -13,6 +13,7 @@ from prismrec.config import PipelineConfig
 from prismrec.data.dataset import load_prepared
 from prismrec.data.synthetic import write_synthetic_run
 from prismrec.evaluation.evaluator import evaluate_examples
+from prismrec.errors import MissingStageError
 from prismrec.recommender.trainer import load_trained, train_run, training_batches
 
 
@@ -232,3 +233,16 @@ def test_weight_decay_shrinks_the_weights(tmp_path):
         model, _, _ = load_trained(run, cfg.recommender)
         norms.append(sum(float(p.detach().norm()) for p in model.parameters()))
     assert norms[1] < 0.9 * norms[0]
+
+
+def test_evaluating_an_interrupted_training_says_so_and_how_to_resume(run):
+    from prismrec.recommender.trainer import require_trained
+
+    cfg = tiny_config(epochs=1)
+    with pytest.raises(MissingStageError, match="not found"):
+        require_trained(run, cfg.recommender)
+    out = train_run(run, cfg)
+    assert require_trained(run, cfg.recommender) == out
+    (out / "manifest.json").unlink()                     # as a process killed mid-training leaves it
+    with pytest.raises(MissingStageError, match="interrupted; resume it with `prismrec train"):
+        require_trained(run, cfg.recommender)
