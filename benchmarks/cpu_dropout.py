@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark_io import machine_info, write_results
 from prismrec.config import load_config
 from prismrec.device import cpu_has_native_bf16, mixed_precision
 from prismrec.recommender.base import Batch
@@ -103,9 +101,7 @@ def main() -> None:
     results = {
         "date": dt.date.today().isoformat(),
         "command": "python benchmarks/cpu_dropout.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average_1min_at_start": os.getloadavg()[0]},
+        "machine": machine_info(),
         "run": {"model": args.model, "checkpoint_epoch": checkpoint.get("epoch"), "batch_size": cfg.batch_size,
                 "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers, "d_ff": cfg.d_ff,
                 "dropout": cfg.dropout},
@@ -114,7 +110,6 @@ def main() -> None:
         "layer_forward_backward_seconds_median": layer,
     }
     stem = args.out or Path(__file__).parent / "results" / f"cpu-dropout-{results['date']}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"# torch vs prismrec dropout on CPU — {args.model}, {results['date']}", "",
              f"`{results['command']}`; {results['machine']['processor']}, {args.threads} torch thread(s), "
              f"torch {torch.__version__}, load average {results['machine']['load_average_1min_at_start']:.2f} at start.",
@@ -125,11 +120,7 @@ def main() -> None:
     for dtype in ("float32", "bfloat16"):
         t, p = layer[f"{dtype}/torch"], layer[f"{dtype}/prismrec"]
         lines.append(f"| dropout layer fwd+bwd, {dtype} {tuple(shape)} | {t:.4f} | {p:.4f} | {p / t:.2f} |")
-    for path, text in ((stem.with_suffix(".json"), json.dumps(results, indent=2) + "\n"),
-                       (stem.with_suffix(".md"), "\n".join(lines) + "\n")):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_results(stem, results, lines)
     print("\n".join(lines))
 
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark_io import machine_info, write_results
 from prismrec.config import load_config
 from prismrec.device import cpu_has_native_bf16, mixed_precision
 from prismrec.evaluation.evaluator import rank_examples
@@ -100,9 +98,7 @@ def main() -> None:
     results = {
         "date": dt.date.today().isoformat(),
         "command": "python benchmarks/cpu_precision.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average_1min_at_start": os.getloadavg()[0]},
+        "machine": machine_info(),
         "run": {"model": args.model, "checkpoint_epoch": checkpoint.get("epoch"), "batch_size": cfg.batch_size,
                 "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers, "d_ff": cfg.d_ff,
                 "beam_size": cfg.beam_size},
@@ -114,7 +110,6 @@ def main() -> None:
         "top10_overlap": float(overlap),
     }
     stem = args.out or Path(__file__).parent / "results" / f"cpu-precision-{results['date']}"
-    stem.parent.mkdir(parents=True, exist_ok=True)
     step, rank = results["train_step_seconds_median"], rank_seconds
     lines = [f"# float32 vs bfloat16 autocast on CPU — {args.model}, {results['date']}", "",
              f"`{results['command']}`; {results['machine']['processor']}, {args.threads} torch thread(s), "
@@ -127,11 +122,7 @@ def main() -> None:
     for key in ("recall@10", "ndcg@10", "recall@20", "ndcg@20"):
         lines.append(f"| {key} of those users | {metrics['float32'][key]:.4f} | {metrics['bfloat16'][key]:.4f} | |")
     lines += ["", f"Top-10 lists agree on {100 * overlap:.1f}% of their items."]
-    for path, text in ((stem.with_suffix(".json"), json.dumps(results, indent=2) + "\n"),
-                       (stem.with_suffix(".md"), "\n".join(lines) + "\n")):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_results(stem, results, lines)
     print("\n".join(lines))
 
 

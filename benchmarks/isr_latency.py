@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import replace
@@ -31,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmark_io import machine_info
+from prismrec.artifacts import write_json
 from prismrec.data.config import DataConfig
 from prismrec.data.dataset import PreparedData
 from prismrec.data.synthetic import synthetic_tables
@@ -105,11 +105,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "command": "python benchmarks/isr_latency.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, 0)),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                    # the dev machine is shared: a load above the core count slows every figure
-                    "load_average_1min_at_start": os.getloadavg()[0]},
+        "machine": machine_info(),
         "catalog": {"items": ctx.num_items, "sid": "3 x 256 (random, unique)", "history": 20},
         "parameters": model.num_parameters(),
         "parameters_without_dsi_ssa_ats": tiger.num_parameters(),
@@ -166,10 +162,7 @@ def main() -> None:
     text = json.dumps(results, indent=2)
     print(text)
     out = args.out or Path(__file__).parent / "results" / f"isr_latency-{results['date']}-{device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(out)
+    write_json(out, results)
 
 
 if __name__ == "__main__":
