@@ -11,16 +11,12 @@
 # by its time limit still returns what it had.
 set -uo pipefail
 RUN=${1:?run dir}; OUT=${2:?out dir}; MIN=${3:-4}; DEVICE=${DEVICE:-cuda}
+LOGS=${LOGS:-$OUT/logs}  # the device tool returns at most 8 files: keep logs elsewhere, packed into OUT
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TQDM_DISABLE=1
-mkdir -p "$OUT/logs"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/logs/gpu.txt" 2>&1
-python3 -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" | tee -a "$OUT/logs/gpu.txt"
+mkdir -p "$OUT" "$LOGS"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$LOGS/gpu.txt" 2>&1
+python3 -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_available())" | tee -a "$LOGS/gpu.txt"
 
-pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude='data' --exclude='features' \
-           models eval 2>/dev/null; mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz";
-         tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs; }
-
-# name | prismrec train arguments
 # The generative models train with batch 512 and lr 2e-3 here (4x the paper's batch, so an epoch
 # is 4x fewer steps), and their cosine decays over the time budget (ML-100K demo, same 7 CPU
 # minutes: test R@10 0.0859 decayed vs 0.0615 cut at full rate); SASRec keeps the reference
@@ -33,6 +29,31 @@ pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude
 EPOCHS=${EPOCHS:-30}
 BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decoder_layers=4 --set recommender.d_ff=1024}
 GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE}
+# Preflight: the CLI imports, and a few training steps and a ranked slice of validation users
+# run on the device (benchmarks/gpu_preflight.py), so a broken environment or device path costs
+# seconds, not the lease. A missing or too old package is installed from wheels carried in .whl/
+# (see benchmarks/README.md), then the preflight runs again.
+preflight() {
+  python3 -m prismrec --help > "$LOGS/preflight.log" 2>&1 &&
+    python3 benchmarks/gpu_preflight.py "$RUN" --device "$DEVICE" $BACKBONE --set recommender.batch_size=512 ${PREFLIGHT_ARGS:-} \
+      --out "$LOGS/preflight.json" >> "$LOGS/preflight.log" 2>&1
+}
+if ! preflight; then
+  tail -n 20 "$LOGS/preflight.log"
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    echo "preflight failed: installing the carried wheels and trying again"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PYTHONPATH
+  fi
+  preflight || { tail -n 40 "$LOGS/preflight.log"; tar -czf "$OUT/logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"; exit 3; }
+fi
+tail -n 1 "$LOGS/preflight.log"
+
+pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude='data' --exclude='features' \
+           models eval 2>/dev/null; mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz";
+         tar -czf "$OUT/logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"; }
+
+# name | prismrec train arguments
 JOBS=(
   "prism|--model prism --seed 0 $GEN"
   "prism-seed1|--model prism --seed 1 $GEN"
@@ -43,21 +64,25 @@ JOBS=(
   "prism-no-ssa|--model prism --no-ssa --seed 0 $GEN"
   "prism-no-ats|--model prism --no-ats --seed 0 $GEN"
 )
+# ONLY="prism tiger ..." runs a subset: each job on the one GPU slows the others
+if [ -n "${ONLY:-}" ]; then
+  kept=(); for job in "${JOBS[@]}"; do [[ " $ONLY " == *" ${job%%|*} "* ]] && kept+=("$job"); done; JOBS=("${kept[@]}")
+fi
 start=$(date +%s)
 pids=()
 for job in "${JOBS[@]}"; do
   name=${job%%|*}; args=${job#*|}
   ( python3 -m prismrec train "$RUN" $args --device "$DEVICE" --max-minutes "$MIN" \
-      && python3 -m prismrec evaluate "$RUN" $args --device "$DEVICE" ) > "$OUT/logs/$name.log" 2>&1 &
+      && python3 -m prismrec evaluate "$RUN" $args --device "$DEVICE" ) > "$LOGS/$name.log" 2>&1 &
   pids+=($!)
 done
 while :; do
   alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive+1)); done
-  pack; echo "t=$(( $(date +%s) - start ))s running=$alive"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  pack; echo "t=$(( $(date +%s) - start ))s running=$alive"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
   [ "$alive" -eq 0 ] && break; sleep 20
 done
-for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$OUT/logs/$name.log"; done
-python3 benchmarks/isr_latency.py --device "$DEVICE" --amp --repeats 3 --latency-repeats 50 \
-   --out "$OUT/logs/isr_latency-gpu.json" > "$OUT/logs/latency.log" 2>&1; tail -n 15 "$OUT/logs/latency.log"
+for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$LOGS/$name.log"; done
+timeout "${LATENCY_SECONDS:-90}" python3 benchmarks/isr_latency.py --device "$DEVICE" --amp --threads 8 --repeats 3 --latency-repeats 50 \
+   --out "$LOGS/isr_latency-gpu.json" > "$LOGS/latency.log" 2>&1; tail -n 15 "$LOGS/latency.log"
 pack
 echo "total $(( $(date +%s) - start ))s"
