@@ -3,7 +3,8 @@
 Measures (paper section 4.7, SPEC section 7):
   * total and activated parameters (top-2 of 3 experts active);
   * batched inference throughput (users/s) on CPU, beam 20, top-20;
-  * batch-1 latency with beam 20 (CUDA when available, else CPU);
+  * batch-1 latency with beam 20 (CUDA when available, else CPU), on CUDA also replayed
+    from a CUDA graph (``GraphedRanker``, what serving uses there);
   * one training step (batch 128) and the implied epoch time on Beauty's 131,413
     training examples;
   * the last two with DSI's experts routed (the CPU default) and dense (the GPU default).
@@ -38,6 +39,7 @@ from prismrec.device import mixed_precision
 from prismrec.features.store import ItemFeatures
 from prismrec.recommender.base import Batch, ModelContext
 from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.graphs import GraphedRanker
 from prismrec.recommender.isr import IntegratedSemanticRecommender
 from prismrec.tokenizer.store import SemanticIds
 
@@ -158,6 +160,22 @@ def main() -> None:
         if mode == default:
             results["batch1_latency_ms"], results["train_step"] = latency, train
     model.dsi.dense_experts = None
+
+    # ---- batch-1 latency replayed from a CUDA graph (prismrec.recommender.graphs, what
+    # `prismrec serve` / `recommend` use on a GPU), bf16 and float32, checked against eager
+    if device == "cuda":
+        model.eval()
+        results["cuda_graph"] = {}
+        for precision, bf16 in (("bfloat16", True), ("float32", False)):
+            ranker = GraphedRanker(model, bf16=bf16)
+            graphed_items, _ = ranker(one, 20)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                eager_items, _ = model.rank(one, 20)
+            secs = timed(lambda: ranker(one, 20), args.latency_repeats, device)
+            results["cuda_graph"][precision] = {
+                "batch1_latency_ms_median": 1000 * statistics.median(secs),
+                "p90": 1000 * float(np.percentile(secs, 90)),
+                "items_equal_eager": bool(torch.equal(graphed_items, eager_items))}
 
     text = json.dumps(results, indent=2)
     print(text)

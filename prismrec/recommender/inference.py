@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,6 +16,9 @@ import torch
 from prismrec.data.dataset import PAD, time_bucket
 from prismrec.errors import PrismrecError
 from prismrec.recommender.base import Batch
+from prismrec.recommender.graphs import GraphedRanker
+
+log = logging.getLogger(__name__)
 
 
 class Recommender:
@@ -26,6 +30,9 @@ class Recommender:
         self.index = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self.max_history = ctx.data.config.max_history
         self.num_time_buckets = ctx.data.config.num_time_buckets
+        # on a GPU, each request shape's beam search is captured once and replayed (launch-bound
+        # otherwise); a model that cannot be captured falls back to eager ranking
+        self.graphed = GraphedRanker(model) if device.type == "cuda" else None
 
     @property
     def model_name(self) -> str:
@@ -83,7 +90,16 @@ class Recommender:
                        timestamps: Optional[list[Sequence[int]]] = None) -> list[list[dict]]:
         if k < 1:
             raise PrismrecError(f"k: expected a positive number of items, got {k}")
-        items, scores = self.model.rank(self.make_batch(histories, timestamps), k)
+        batch = self.make_batch(histories, timestamps)
+        items, scores = None, None
+        if self.graphed is not None:
+            try:
+                items, scores = self.graphed(batch, k)
+            except RuntimeError as e:  # e.g. a host sync inside the model's rank: not capturable
+                log.warning("CUDA graph capture of %s failed (%s); ranking eagerly from now on", self.name, e)
+                self.graphed = None
+        if items is None:
+            items, scores = self.model.rank(batch, k)
         items, scores = items.cpu().numpy(), scores.float().cpu().numpy()
         return [[{"item_id": str(self.item_ids[i]), "title": str(self.titles[i]), "score": float(s)}
                  for i, s in zip(row_items, row_scores) if i >= 0]
