@@ -43,8 +43,11 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--steps", type=int, default=12, help="timed training steps (after 3 untimed)")
     parser.add_argument("--rank-users", type=int, default=2048, help="validation users ranked (timed, after a warm-up)")
+    parser.add_argument("--tf32", action="store_true", help="float32 matrix products on TF32 tensor cores")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here as JSON")
     args = parser.parse_args()
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
 
     cfg = load_config(args.run_dir / "config.yaml", [f"recommender.model={args.model}", *args.overrides]).recommender
     device = resolve_device(args.device, "--device")
@@ -87,7 +90,7 @@ def main() -> None:
     step = statistics.median(step_seconds)
     figures = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "model": args.model, "overrides": args.overrides,
+        "torch": torch.__version__, "model": args.model, "overrides": args.overrides, "amp": cfg.amp, "tf32": args.tf32,
         "parameters": model.num_parameters(), "batch_size": cfg.batch_size,
         "train_step_seconds_median": step, "batches_per_epoch": len(batches),
         "epoch_seconds_estimate_alone": step * len(batches), "losses": losses,
