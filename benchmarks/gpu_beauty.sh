@@ -27,15 +27,18 @@ python3 -c "import torch;print('torch',torch.__version__,'cuda',torch.cuda.is_av
 # ISR over-fits after 20-24 epochs at a high rate (benchmarks/results/beauty-cpu-long-schedule-*),
 # so a fast GPU should not spend its budget at one. 30 is a guess for batch 512 (half the steps).
 EPOCHS=${EPOCHS:-30}
+# float32, whatever the run directory's config says: on an H100 bf16 autocast made a step 1.6x
+# slower and ranking 10-30x slower (benchmarks/results/gpu-step-variants-2026-11-26-h100.md)
+PRECISION=${PRECISION:---set recommender.amp=false}
 BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decoder_layers=4 --set recommender.d_ff=1024}
-GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE}
+GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE $PRECISION}
 # Preflight: the CLI imports, and a few training steps and a ranked slice of validation users
 # run on the device (benchmarks/gpu_preflight.py), so a broken environment or device path costs
 # seconds, not the lease. A missing or too old package is installed from wheels carried in .whl/
 # (see benchmarks/README.md), then the preflight runs again.
 preflight() {
   python3 -m prismrec --help > "$LOGS/preflight.log" 2>&1 &&
-    python3 benchmarks/gpu_preflight.py "$RUN" --device "$DEVICE" $BACKBONE --set recommender.batch_size=512 ${PREFLIGHT_ARGS:-} \
+    python3 benchmarks/gpu_preflight.py "$RUN" --device "$DEVICE" $BACKBONE $PRECISION --set recommender.batch_size=512 ${PREFLIGHT_ARGS:-} \
       --out "$LOGS/preflight.json" >> "$LOGS/preflight.log" 2>&1
 }
 if ! preflight; then
@@ -59,7 +62,7 @@ JOBS=(
   "prism-seed1|--model prism --seed 1 $GEN"
   "prism-seed2|--model prism --seed 2 $GEN"
   "tiger|--model tiger --seed 0 $GEN"
-  "sasrec|--model sasrec --seed 0"
+  "sasrec|--model sasrec --seed 0 $PRECISION"
   "prism-no-dsi|--model prism --no-dsi --seed 0 $GEN"
   "prism-no-ssa|--model prism --no-ssa --seed 0 $GEN"
   "prism-no-ats|--model prism --no-ats --seed 0 $GEN"
@@ -82,7 +85,7 @@ while :; do
   [ "$alive" -eq 0 ] && break; sleep 20
 done
 for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$LOGS/$name.log"; done
-timeout "${LATENCY_SECONDS:-90}" python3 benchmarks/isr_latency.py --device "$DEVICE" --amp --threads 8 --repeats 3 --latency-repeats 50 \
+timeout "${LATENCY_SECONDS:-90}" python3 benchmarks/isr_latency.py --device "$DEVICE" --threads 8 --repeats 3 --latency-repeats 50 \
    --out "$LOGS/isr_latency-gpu.json" > "$LOGS/latency.log" 2>&1; tail -n 15 "$LOGS/latency.log"
 pack
 echo "total $(( $(date +%s) - start ))s"

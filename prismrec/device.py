@@ -32,10 +32,13 @@ def cpu_has_native_bf16() -> bool:
 def mixed_precision(device: torch.device, amp: bool, amp_cpu: bool = False) -> torch.autocast:
     """The bfloat16 autocast context of the recommenders (weights stay float32).
 
-    On CUDA when ``amp``; on a CPU only when ``amp_cpu`` too and the CPU computes bfloat16 in
-    hardware: emulated bfloat16 is slower than float32. On an AMX CPU a Beauty training step takes
-    x0.81 (2+2 layers) to x0.71 (4+4) of the float32 time and ranking a batch of users x0.69, but
-    batch-1 beam search is slower, so it stays opt-in there (benchmarks/results/cpu-precision-*.md).
+    On CUDA when ``amp``; on a CPU when ``amp_cpu`` and the CPU computes bfloat16 in hardware
+    (emulated bfloat16 is slower than float32). Both are off by default, for measured reasons:
+    on an H100 these small models are bound by kernel launches, and autocast's cast kernels
+    make a Beauty training step 1.6x slower and beam-search ranking 10-30x slower than float32
+    (benchmarks/results/gpu-step-variants-*.md); on an AMX CPU a training step takes x0.71-0.81
+    of the float32 time and batched ranking x0.69, but batch-1 beam search is slower
+    (benchmarks/results/cpu-precision-*.md), so there it is an opt-in.
     """
-    on = amp and (device.type == "cuda" or (device.type == "cpu" and amp_cpu and cpu_has_native_bf16()))
+    on = (device.type == "cuda" and amp) or (device.type == "cpu" and amp_cpu and cpu_has_native_bf16())
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)

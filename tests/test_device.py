@@ -19,10 +19,17 @@ def matmul_dtype(ctx) -> torch.dtype:
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_bf16_only_when_asked_for_and_native(monkeypatch, native):
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
-    assert matmul_dtype(mixed_precision(CPU, amp=True)) == torch.float32  # CPU bf16 is opt-in
-    assert matmul_dtype(mixed_precision(CPU, amp=False, amp_cpu=True)) == torch.float32  # amp off wins
+    assert matmul_dtype(mixed_precision(CPU, amp=True)) == torch.float32  # `amp` is CUDA's: CPU bf16 is opt-in
     expected = torch.bfloat16 if native else torch.float32  # emulated bf16 is slower: never used
+    assert matmul_dtype(mixed_precision(CPU, amp=False, amp_cpu=True)) == expected
     assert matmul_dtype(mixed_precision(CPU, amp=True, amp_cpu=True)) == expected
+
+
+def test_recommender_precision_defaults_to_float32():
+    from prismrec.recommender.config import RecommenderConfig
+
+    cfg = RecommenderConfig()
+    assert not cfg.amp and not cfg.amp_cpu
 
 
 def test_unknown_device_names_the_field():

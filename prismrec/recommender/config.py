@@ -53,9 +53,11 @@ class RecommenderConfig:
     # included, carried across resumes) or over `epochs`, whichever ends first, and training
     # ends when it reaches 0: a time-bounded run (CPU) still gets a fully decayed learning rate
     schedule_minutes: float = 0.0
-    amp: bool = True               # bf16 autocast on CUDA
-    # bf16 autocast on CPUs that compute it natively (AMX / AVX512-BF16) as well; opt-in,
-    # see prismrec.device.mixed_precision. Like `device`, it is not part of the training fingerprint
+    # bf16 autocast on CUDA; off by default: slower than float32 for models this small
+    # (see prismrec.device.mixed_precision)
+    amp: bool = False
+    # bf16 autocast on CPUs that compute it natively (AMX / AVX512-BF16); opt-in, see
+    # prismrec.device.mixed_precision. Like `device`, it is not part of the training fingerprint
     amp_cpu: bool = False
     device: str = "auto"
     seed: int = 0
