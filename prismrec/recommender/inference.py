@@ -30,8 +30,10 @@ class Recommender:
         self.index = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self.max_history = ctx.data.config.max_history
         self.num_time_buckets = ctx.data.config.num_time_buckets
-        # on a GPU, each request shape's beam search is captured once and replayed (launch-bound
-        # otherwise); a model that cannot be captured falls back to eager ranking
+        # on a GPU, a single history's beam search is captured once per history width and
+        # replayed (launch-bound otherwise); batches rank eagerly (throughput-bound, and their
+        # shapes would grow the cache without bound); a model that cannot be captured falls
+        # back to eager ranking
         self.graphed = GraphedRanker(model) if device.type == "cuda" else None
 
     @property
@@ -92,9 +94,13 @@ class Recommender:
             raise PrismrecError(f"k: expected a positive number of items, got {k}")
         batch = self.make_batch(histories, timestamps)
         items, scores = None, None
-        if self.graphed is not None:
+        if self.graphed is not None and len(histories) == 1:
+            # every k up to the beam width shares one graph: rank(batch, K)[:, :k] is rank(batch, k)
+            # while K <= the beam width (the beam search is the same; SASRec's top-K starts with its top-k)
+            width = max(k, getattr(getattr(self.model, "cfg", None), "beam_size", k))
             try:
-                items, scores = self.graphed(batch, k)
+                items, scores = self.graphed(batch, width)
+                items, scores = items[:, :k], scores[:, :k]
             except RuntimeError as e:  # e.g. a host sync inside the model's rank: not capturable
                 log.warning("CUDA graph capture of %s failed (%s); ranking eagerly from now on", self.name, e)
                 self.graphed = None

@@ -12,6 +12,7 @@ import torch
 
 from prismrec.recommender.base import Batch
 from prismrec.recommender.graphs import GraphedRanker
+from prismrec.recommender.inference import Recommender
 from test_isr import assert_valid_ranking, batch_of, build, ctx  # noqa: F401  (ctx is a fixture)
 
 
@@ -69,3 +70,22 @@ def test_concurrent_requests_get_their_own_answers(ctx):
 def test_capture_needs_a_cuda_model(ctx):
     with pytest.raises(ValueError, match="CUDA"):
         GraphedRanker(build(ctx), capture=True)
+
+
+def test_recommender_single_histories_share_one_graph_per_width(ctx):
+    """What serving does on a GPU, with the graph path run eagerly: the same answers as
+    eager ranking for every k, one cached shape for all k up to the beam width."""
+    model = build(ctx).eval()  # TINY: beam 8
+    eager = Recommender(model, ctx, {}, "prism", torch.device("cpu"))
+    graphed = Recommender(model, ctx, {}, "prism", torch.device("cpu"))
+    graphed.graphed = GraphedRanker(model, capture=False)
+    ids = ctx.data.items["item_id"].astype(str).tolist()
+    history = ids[:3]
+    for k in (1, 5, 8):
+        assert graphed.recommend(history, k) == eager.recommend(history, k)
+    assert graphed.graphed.num_graphs == 1
+    assert graphed.recommend(history, 12) == eager.recommend(history, 12)  # wider than the beam: its own
+    assert graphed.graphed.num_graphs == 2
+    many = [ids[:2], ids[3:6]]
+    assert graphed.recommend_many(many, 5) == eager.recommend_many(many, 5)  # batches stay eager
+    assert graphed.graphed.num_graphs == 2
