@@ -168,7 +168,9 @@ def main() -> None:
         results["cuda_graph"] = {}
         for precision, bf16 in (("bfloat16", True), ("float32", False)):
             ranker = GraphedRanker(model, bf16=bf16)
+            ranker(one, 20)  # a shape's first request ranks eagerly, its second captures and replays
             graphed_items, _ = ranker(one, 20)
+            assert ranker.num_captured == 1
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 eager_items, _ = model.rank(one, 20)
             secs = timed(lambda: ranker(one, 20), args.latency_repeats, device)

@@ -7,8 +7,10 @@ launched from Python (15.6 ms on an H100, ``benchmarks/results/isr_latency-2026-
 so one call can be captured as a CUDA graph and replayed with a single launch.
 
 A graph is tied to its input shapes: ``GraphedRanker`` captures one per (users, history
-width, k) on first use and copies each request into that graph's input tensors. On a CPU
-(or with ``capture=False``) the same code path runs the model eagerly on those tensors.
+width, k) when that shape comes a second time (a one-off request, such as the CLI's, ranks
+eagerly: capturing costs a few eager passes) and copies each request into that graph's input
+tensors. On a CPU (or with ``capture=False``) the same code path runs the model eagerly on
+those tensors.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _Captured:
         self.inputs = Batch(**{f.name: getattr(batch, f.name).clone() for f in fields(Batch)})
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.calls = 0
 
     def load(self, batch: Batch) -> None:
         for f in fields(Batch):
@@ -57,7 +60,13 @@ class GraphedRanker:
 
     @property
     def num_graphs(self) -> int:
+        """Request shapes seen (each with its input tensors)."""
         return len(self._graphs)
+
+    @property
+    def num_captured(self) -> int:
+        """Request shapes replayed from a CUDA graph."""
+        return sum(entry.graph is not None for entry in self._graphs.values())
 
     def _autocast(self):
         if not self.bf16:
@@ -70,28 +79,29 @@ class GraphedRanker:
         with torch.no_grad(), self._autocast():
             return self.model.rank(batch, k)
 
-    def _build(self, batch: Batch, k: int) -> _Captured:
-        entry = _Captured(batch)
-        if self.capture:
-            # kernels are chosen and workspaces allocated on a side stream before capture
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup):
-                    self._rank(entry.inputs, k)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            entry.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(entry.graph):
-                entry.outputs = self._rank(entry.inputs, k)
-        return entry
+    def _capture(self, entry: _Captured, k: int) -> None:
+        # kernels are chosen and workspaces allocated on a side stream before capture
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self._rank(entry.inputs, k)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            entry.outputs = self._rank(entry.inputs, k)
+        entry.graph = graph
 
     def __call__(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = (k, *(tuple(getattr(batch, f.name).shape) for f in fields(Batch)))
         with self._lock:
             entry = self._graphs.get(key)
             if entry is None:
-                entry = self._graphs[key] = self._build(batch, k)
+                entry = self._graphs[key] = _Captured(batch)
             entry.load(batch)
+            entry.calls += 1
+            if entry.graph is None and self.capture and entry.calls > 1:
+                self._capture(entry, k)
             if entry.graph is None:
                 return self._rank(entry.inputs, k)
             entry.graph.replay()

@@ -67,6 +67,14 @@ def test_concurrent_requests_get_their_own_answers(ctx):
     assert all(torch.equal(results[i], expected[i]) for i in range(6))
 
 
+def test_nothing_is_captured_without_capture(ctx):
+    ranker = GraphedRanker(build(ctx), capture=False)
+    batch = batch_of(ctx, "valid", 2)
+    for _ in range(3):
+        ranker(batch, 5)
+    assert ranker.num_graphs == 1 and ranker.num_captured == 0
+
+
 def test_capture_needs_a_cuda_model(ctx):
     with pytest.raises(ValueError, match="CUDA"):
         GraphedRanker(build(ctx), capture=True)
