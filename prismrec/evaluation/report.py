@@ -2,7 +2,8 @@
 
 Seeds of one configuration (``prism``, ``prism-seed1``, ...) are grouped and shown
 as mean ± standard deviation; each ablation (``prism-no-dsi``, ...) is set against the
-full model it removes a module from (the paper's Table 4); the training curves
+full model it removes a module from (the paper's Table 4); test metrics are also split
+by the popularity of the target; the training curves
 (validation NDCG@10 per epoch) are drawn into ``RUN_DIR/eval/training_curves.png``.
 """
 
@@ -62,6 +63,24 @@ def ablation_report(groups: dict[str, list[dict]], split: str = "test") -> str:
     return "\n".join([head, "|" + "---|" * (len(COLUMNS) + 2), *lines]) + "\n"
 
 
+def popularity_report(groups: dict[str, list[dict]], metrics: tuple[str, ...] = ("recall@10", "ndcg@10")) -> str:
+    """Test metrics over the users whose target is popular / medium / long-tail (mean over
+    seeds): where models differ most (a full-softmax ID model against SIDs, say); "" when no
+    metrics.json holds groups."""
+    names = [n for n, runs in groups.items() if all("groups" in r for r in runs)]
+    if not names:
+        return ""
+    parts = list(groups[names[0]][0]["groups"])
+    head = "| model | seeds | " + " | ".join(f"{part} {m.replace('recall', 'R').replace('ndcg', 'N')}"
+                                              for part in parts for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (len(parts) * len(metrics) + 2)]
+    for name in names:
+        runs = groups[name]
+        cells = [f"{np.mean([r['groups'][part][m] for r in runs]):.4f}" for part in parts for m in metrics]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def epoch_position(entry: dict, batches_per_epoch: int | None) -> float:
     """Where a log entry sits on the epoch axis: a validation made before a budget stop
     mid-epoch (``partial``) sits at the fraction of the epoch it had trained."""
@@ -110,6 +129,9 @@ def write_report(run_dir: Path) -> tuple[str, Path | None]:
     ablations = ablation_report(groups, "test")
     if ablations:
         text += "\n## Ablations (test, change of the mean from the full model)\n\n" + ablations
+    popularity = popularity_report(groups)
+    if popularity:
+        text += "\n## Test by popularity of the target (thirds of the catalog by training interactions)\n\n" + popularity
     text += "\n## Validation\n\n" + markdown_report(groups, "valid")
     write_text(Path(run_dir) / "eval" / "report.md", text)
     return text, plot_training_curves(run_dir)

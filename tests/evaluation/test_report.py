@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from prismrec.errors import PrismrecError
-from prismrec.evaluation.report import ablation_report, collect, epoch_position, markdown_report, write_report
+from prismrec.evaluation.report import (ablation_report, collect, epoch_position, markdown_report,
+                                        popularity_report, write_report)
 
 KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -60,3 +61,20 @@ def test_a_validation_before_a_budget_stop_sits_at_its_fraction_of_the_epoch():
     assert epoch_position({"epoch": 11, "batches": 26, "partial": True}, 520) == 10.05
     assert epoch_position({"epoch": 11, "batches": 520, "partial": False}, 520) == 11
     assert epoch_position({"epoch": 3, "partial": True}, None) == 3  # logs without the epoch size
+
+
+def test_popularity_groups_are_tabled_as_the_mean_over_seeds(tmp_path):
+    run = fake_run(tmp_path, {"prism": 0.1, "prism-seed1": 0.2, "sasrec": 0.3})
+    for name, popular, tail in (("prism", 0.2, 0.01), ("prism-seed1", 0.4, 0.03), ("sasrec", 0.3, 0.05)):
+        path = run / "eval" / name / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["groups"] = {g: {"recall@10": v, "ndcg@10": v / 2} for g, v in
+                             (("popular", popular), ("medium", 0.0), ("long_tail", tail))}
+        path.write_text(json.dumps(metrics))
+    table = popularity_report(collect(run))
+    assert table.splitlines()[0] == ("| model | seeds | popular R@10 | popular N@10 | medium R@10 | medium N@10 "
+                                     "| long_tail R@10 | long_tail N@10 |")
+    assert "| prism | 2 | 0.3000 | 0.1500 | 0.0000 | 0.0000 | 0.0200 | 0.0100 |" in table
+    assert "| sasrec | 1 | 0.3000 | 0.1500 | 0.0000 | 0.0000 | 0.0500 | 0.0250 |" in table
+    assert "## Test by popularity" in write_report(run)[0]
+    assert popularity_report(collect(fake_run(tmp_path / "other", {"prism": 0.1}))) == ""  # no groups: no table
