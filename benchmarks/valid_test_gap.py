@@ -49,11 +49,20 @@ def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def name_overrides(name: str) -> list[str]:
+    """Config overrides of a model directory name (the inverse of registry.model_dir_name):
+    ``prism-no-dsi-seed1`` -> model prism, use_dsi false, seed 1."""
+    name, _, seed = name.partition("-seed")
+    model, *removed = name.split("-no-")
+    return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
+            + ([f"recommender.seed={seed}"] if seed else []))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--model", dest="models", action="append", required=True,
-                        help="model directory name (prism, prism-seed1, sasrec, ...), NAME@RUN_DIR for another "
+                        help="model directory name (prism, prism-seed1, prism-no-dsi, tiger, sasrec, ...), NAME@RUN_DIR for another "
                              "run directory of the same data; repeatable")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--device", default="cpu")
@@ -66,9 +75,7 @@ def main() -> None:
     for name in specs:
         name, _, other_run = name.partition("@")
         run_dir = Path(other_run) if other_run else args.run_dir
-        model_name, _, seed = name.partition("-seed")
-        overrides = [f"recommender.model={model_name}", *args.overrides] + ([f"recommender.seed={seed}"] if seed else [])
-        cfg = load_config(run_dir / "config.yaml", overrides).recommender
+        cfg = load_config(run_dir / "config.yaml", [*name_overrides(name), *args.overrides]).recommender
         model, ctx, checkpoint = load_trained(run_dir, cfg, torch.device(args.device))
         train_count = ctx.data.items["train_count"].to_numpy()
         for split in ("valid", "test"):
