@@ -23,24 +23,14 @@ import torch
 from benchmark_io import machine_info, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import rank_examples
-from prismrec.evaluation.metrics import popularity_groups, target_positions
+from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
 from prismrec.recommender.trainer import load_trained
-
-GROUP_NAMES = ("popular", "medium", "long_tail")
-
-
-def hit_and_ndcg(positions: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user Recall@k (0/1) and NDCG@k from 0-based target positions (-1 = not ranked)."""
-    hit = (positions >= 0) & (positions < k)
-    ndcg = np.where(hit, 1.0 / np.log2(np.maximum(positions, 0) + 2.0), 0.0)
-    return hit.astype(float), ndcg
-
 
 def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
     """Boolean user masks of the splits' differences."""
     group = popularity_groups(train_count)[examples.target]
     out = {"all": np.ones(len(examples), dtype=bool)}
-    for g, name in enumerate(GROUP_NAMES):
+    for g, name in enumerate(GROUPS):
         out[f"target {name}"] = group == g
     out["target cold (0 training interactions)"] = train_count[examples.target] == 0
     out["target repeats a history item"] = (examples.history == examples.target[:, None]).any(1)
@@ -81,14 +71,12 @@ def main() -> None:
         for split in ("valid", "test"):
             examples = ctx.data.examples(split)
             ranked = rank_examples(model, examples, batch_size=cfg.eval_batch_size, device=args.device, progress=True)
-            hit, ndcg = hit_and_ndcg(target_positions(ranked, examples.target))
+            positions = target_positions(ranked, examples.target)
             for label, mask in slices(examples, train_count).items():
-                if not mask.any():
-                    continue
-                rows.setdefault(label, {})[(name, split)] = (float(hit[mask].mean()), float(ndcg[mask].mean()))
                 shares.setdefault(label, {})[split] = float(mask.mean())
-            for label in rows:
-                shares.setdefault(label, {}).setdefault(split, 0.0)
+                if mask.any():
+                    m = metrics_from_positions(positions[mask], ks=(10,))
+                    rows.setdefault(label, {})[(name, split)] = (m["recall@10"], m["ndcg@10"])
         print(f"{name}: ranked valid and test", file=sys.stderr)
 
     date = dt.date.today().isoformat()
