@@ -41,11 +41,12 @@ def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
 
 def name_overrides(name: str) -> list[str]:
     """Config overrides of a model directory name (the inverse of registry.model_dir_name):
-    ``prism-no-dsi-seed1`` -> model prism, use_dsi false, seed 1."""
+    ``prism-no-dsi-tied-seed1`` -> model prism, use_dsi false, tied heads, seed 1."""
     name, _, seed = name.partition("-seed")
-    model, *removed = name.split("-no-")
+    tied = name.endswith("-tied")
+    model, *removed = name.removesuffix("-tied").split("-no-")
     return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
-            + ([f"recommender.seed={seed}"] if seed else []))
+            + (["recommender.tie_heads=true"] if tied else []) + ([f"recommender.seed={seed}"] if seed else []))
 
 
 def main() -> None:

@@ -93,6 +93,18 @@ def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def fingerprint_settings(cfg: Any, exclude: tuple[str, ...] = (), added_options: dict[str, Any] | None = None) -> dict:
+    """A config dataclass as the settings a stage's fingerprint covers.
+
+    ``exclude``: fields that never change the artefact (device, time budgets).
+    ``added_options``: options added after artefacts were built, with their off value; they
+    enter the fingerprint only when switched on, so adding an option does not make every
+    existing stage stale."""
+    added = added_options or {}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in exclude and not (k in added and v == added[k])}
+
+
 def config_fingerprint(config: Any) -> str:
     text = json.dumps(_jsonable(config), sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -2,8 +2,8 @@
 
 import pytest
 
-from prismrec.artifacts import (build_stage, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
-                                write_json)
+from prismrec.artifacts import (build_stage, fingerprint_settings, is_current, read_json, stage_fingerprint,
+                                stage_fingerprint_for, write_json)
 
 
 def test_write_json_replaces_atomically(tmp_path):
@@ -52,3 +52,22 @@ def test_artefacts_get_normal_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "stage").stat().st_mode) == 0o755
+
+
+def test_added_options_enter_the_fingerprint_only_when_switched_on():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Before:
+        width: int = 4
+        device: str = "cpu"
+
+    @dataclass
+    class After(Before):
+        new_option: bool = False
+
+    old = stage_fingerprint_for(fingerprint_settings(Before(), ("device",)), {})
+    assert stage_fingerprint_for(fingerprint_settings(After(), ("device",), {"new_option": False}), {}) == old
+    assert stage_fingerprint_for(fingerprint_settings(After(device="cuda"), ("device",), {"new_option": False}), {}) == old
+    assert stage_fingerprint_for(fingerprint_settings(After(new_option=True), ("device",), {"new_option": False}), {}) != old
+    assert stage_fingerprint_for(fingerprint_settings(After(width=5), ("device",), {"new_option": False}), {}) != old

@@ -16,6 +16,10 @@ class RecommenderConfig:
     decoder_layers: int = 4
     d_ff: int = 1024
     dropout: float = 0.1
+    # score each depth's tokens with their input embeddings (T5-style weight tying, logits scaled
+    # by d_model^-0.5) instead of separate output heads: a history item's tokens and the tokens
+    # it predicts share one vector. Not in the paper; off by default
+    tie_heads: bool = False
     # DSI
     num_experts: int = 3
     top_k_experts: int = 2

@@ -175,7 +175,13 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         self.decoder = Decoder(cfg.decoder_layers, d, cfg.num_heads, cfg.d_ff, cfg.dropout)
         self.bos = nn.Parameter(torch.randn(d))
         self.dec_pos_emb = nn.Embedding(depth, d)         # decoder position = depth being generated
-        self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)  # w_j of Eq. 17, per depth
+        # w_j of Eq. 17, per depth: own heads, or (tie_heads) the depth's rows of token_emb + a bias
+        self.vocab_slices = [(int(o), int(o) + int(v)) for o, v in zip(offsets, vocab_sizes)]
+        if cfg.tie_heads:
+            self.heads = None
+            self.head_bias = nn.ParameterList(nn.Parameter(torch.zeros(v)) for v in vocab_sizes)
+        else:
+            self.heads = nn.ModuleList(nn.Linear(d, v) for v in vocab_sizes)
 
         # ---- SSA
         self.ssa = None
@@ -257,6 +263,14 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         out = self.decoder(self.dropout(x.flatten(1, 2)), memory, blocked, memory_pad)
         return out.view(B, W, n + 1, -1)
 
+    def logits(self, out: torch.Tensor, d: int) -> torch.Tensor:
+        """Unscaled scores of the depth-d vocabulary for decoder outputs ``out`` (..., d_model)."""
+        if self.heads is not None:
+            return self.heads[d](out)
+        start, stop = self.vocab_slices[d]
+        weight = self.token_emb.weight[start:stop]
+        return F.linear(out * self.cfg.d_model ** -0.5, weight, self.head_bias[d])
+
     # ------------------------------------------------------------------ contract
     def calculate_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         memory, pad = self.encode(batch)
@@ -265,8 +279,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         codes = self.trie.codes[target]
         tau = self.temperature(self.item_branching[target]) if self.cfg.use_ats else None
         gen = out.new_zeros((), dtype=torch.float32)
-        for d, head in enumerate(self.heads):  # Eq. 17: full-vocabulary softmax at each depth
-            logits = head(out[:, d]).float()
+        for d in range(self.depth):  # Eq. 17: full-vocabulary softmax at each depth
+            logits = self.logits(out[:, d], d).float()
             if tau is not None:
                 logits = logits / tau[:, d : d + 1]
             gen = gen + F.cross_entropy(logits, codes[:, d])
@@ -290,7 +304,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
 
         def step_logits(tokens: torch.Tensor, d: int) -> torch.Tensor:
             # the encoder ran once per user; all W beams of a user read that memory
-            return self.heads[d](self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1])
+            return self.logits(self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1], d)
 
         temperature = self.temperature if self.cfg.use_ats else None
         items, scores = beam_search(step_logits, self.trie, len(memory), max(self.cfg.beam_size, k), temperature)
@@ -309,11 +323,11 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         out = self.decode(memory, pad, self.item_tokens[candidates, :-1]).flatten(0, 1)   # (B*C, T, d)
         codes = self.trie.codes[flat]
         total = torch.zeros(len(flat), device=out.device)
-        for d, head in enumerate(self.heads):
+        for d in range(self.depth):
             valid = self.trie.item_child_masks(flat, d)
             tau = None
             if self.cfg.use_ats:
                 tau = self.temperature(self.trie.branching(d)[self.trie.item_nodes[flat, d]].float())
-            logp = constrained_log_probs(head(out[:, d]), valid, tau)
+            logp = constrained_log_probs(self.logits(out[:, d], d), valid, tau)
             total = total + logp.gather(1, codes[:, d : d + 1]).squeeze(1)
         return total.view(B, C)

@@ -2,7 +2,7 @@
 
 Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
-``pop``, each with ``-seed{N}`` appended when the seed is not 0.
+``pop``, with ``-tied`` for tied output heads and ``-seed{N}`` appended when the seed is not 0.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
     if cfg.model == "prism":
         name += "".join(f"-no-{m}" for m, on in (("dsi", cfg.use_dsi), ("ssa", cfg.use_ssa), ("ats", cfg.use_ats))
                         if not on)
+    if cfg.tie_heads and cfg.model in SID_VARIANT:
+        name += "-tied"
     if cfg.seed != 0:
         name += f"-seed{cfg.seed}"
     return name

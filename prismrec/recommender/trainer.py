@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from prismrec.artifacts import (MANIFEST, atomic_write, is_current, read_json, stage_fingerprint_for, stage_manifest,
-                                write_json)
+from prismrec.artifacts import (MANIFEST, atomic_write, fingerprint_settings, is_current, read_json,
+                                stage_fingerprint_for, stage_manifest, write_json)
 from prismrec.device import mixed_precision, resolve_device
 from prismrec.distributed import DistributedContext
 from prismrec.errors import MissingStageError, PrismrecError
@@ -55,6 +55,8 @@ SYNC_STEPS = 20
 # schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
 NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes")
+# options added after runs were trained, with their off value (artifacts.fingerprint_settings)
+ADDED_OPTIONS = {"tie_heads": False}
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +97,7 @@ def lr_schedule(kind: str, total_steps: int, warmup_steps: int, time_progress=No
 
 
 def training_settings(cfg: RecommenderConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRAINING_SETTINGS}
+    return fingerprint_settings(cfg, NOT_TRAINING_SETTINGS, ADDED_OPTIONS)
 
 
 def model_dir(run_dir: str | Path, cfg: RecommenderConfig) -> Path:

@@ -16,6 +16,9 @@ class TokenizerConfig:
     dropout: float = 0.0           # reference 0.1; dropout makes training latents differ from the
                                    # eval latents the SIDs come from, which unbalanced the codes
     balance_signals: bool = True   # scale the standardised collab block by sqrt(d_content / d_collab) (psq.set_input_stats)
+    # L2-normalise each item's collaborative embedding first: LightGCN norms grow with an item's
+    # degree, so raw vectors put the long tail near the origin, in coarse codes of its own
+    collab_direction: bool = False
     gate_hidden: int = 128         # ACD gate MLP 64-128-64
     gate_dropout: float = 0.2
     beta: float = 0.25             # commitment weight

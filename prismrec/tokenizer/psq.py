@@ -233,6 +233,7 @@ class PurifiedSemanticQuantizer(nn.Module):
     # ------------------------------------------------------------------ encoder side
     @torch.no_grad()
     def set_input_stats(self, content: torch.Tensor, collab: torch.Tensor) -> None:
+        collab = self.collab_input(collab)
         self.content_mean.copy_(content.mean(0))
         self.content_std.copy_(content.std(0).clamp_min(1e-6))
         self.collab_mean.copy_(collab.mean(0))
@@ -244,10 +245,14 @@ class PurifiedSemanticQuantizer(nn.Module):
         if self.gate is not None:  # start the running gate mean at the catalogue's (no dropout)
             was_training = self.gate.training
             self.gate.eval()
-            self.gate_mean.copy_(self.gate(self.standardise(content, collab)[1]).mean(0))
+            self.gate_mean.copy_(self.gate((collab - self.collab_mean) / self.collab_std).mean(0))
             self.gate.train(was_training)
 
+    def collab_input(self, collab: torch.Tensor) -> torch.Tensor:
+        return F.normalize(collab, dim=1) if self.cfg.collab_direction else collab
+
     def standardise(self, content: torch.Tensor, collab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        collab = self.collab_input(collab)
         return (content - self.content_mean) / self.content_std, (collab - self.collab_mean) / self.collab_std
 
     def purify(self, content: torch.Tensor, collab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from prismrec.artifacts import (atomic_write, build_stage, is_current, require_stage, stage_fingerprint,
+from prismrec.artifacts import (atomic_write, build_stage, fingerprint_settings, is_current, require_stage, stage_fingerprint,
                                 stage_fingerprint_for, write_json, write_text)
 from prismrec.data.dataset import PreparedData, load_prepared
 from prismrec.device import resolve_device
@@ -159,6 +159,10 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
     return model
 
 
+# options added after SIDs were built, with their off value (artifacts.fingerprint_settings)
+ADDED_OPTIONS = {"collab_direction": False}
+
+
 # ----------------------------------------------------------------------------- the stage
 def tokenize_run(run_dir: Path, cfg: TokenizerConfig, force: bool = False) -> Path:
     run_dir = Path(run_dir)
@@ -168,7 +172,7 @@ def tokenize_run(run_dir: Path, cfg: TokenizerConfig, force: bool = False) -> Pa
     require_stage(run_dir, "features", "prismrec features RUN_DIR")
     inputs = {"data": stage_fingerprint(run_dir / "data"), "features": stage_fingerprint(run_dir / "features")}
     # the device does not make the stage stale (CPU and GPU agree up to float rounding)
-    config = {"tokenizer": {k: v for k, v in asdict(cfg).items() if k != "device"}}
+    config = {"tokenizer": fingerprint_settings(cfg, ("device",), ADDED_OPTIONS)}
     final = run_dir / name
     if not force and is_current(final, stage_fingerprint_for(config, inputs)):
         log.info("tokenize: %s is up to date (use --force to recompute)", final)

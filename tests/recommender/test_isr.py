@@ -97,9 +97,10 @@ def test_loss_parts_and_ranking_shapes(ctx):
     assert_valid_ranking(items, scores, ctx.num_items)
 
 
-@pytest.mark.parametrize("use_ats", [True, False])
-def test_beam_search_equals_exhaustive_scoring(ctx, use_ats):
-    model = build(ctx, use_ats=use_ats, beam_size=ctx.num_items).eval()
+@pytest.mark.parametrize("use_ats,tie_heads", [(True, False), (False, False), (True, True)],
+                         ids=["ats", "no-ats", "tied-heads"])
+def test_beam_search_equals_exhaustive_scoring(ctx, use_ats, tie_heads):
+    model = build(ctx, use_ats=use_ats, tie_heads=tie_heads, beam_size=ctx.num_items).eval()
     batch = batch_of(ctx, "valid", size=6)
     items, scores = model.rank(batch, k=10)
     every_item = torch.arange(ctx.num_items).expand(len(batch.target), -1)
@@ -289,6 +290,31 @@ def test_gradients_reach_every_module(ctx):
     assert (per_expert > 0).sum() >= 2          # top-2 routing: at least two experts trained
     assert all(moved(h.weight) for h in ssa.regress) and all(moved(h.weight) for h in ssa.classify)
     assert all(moved(h.weight) for h in model.heads)
+
+
+def test_tied_heads_score_tokens_with_their_input_embeddings(ctx):
+    model = build(ctx, tie_heads=True)
+    assert model.heads is None and not any(n.startswith("heads.") for n in parameter_names(model))
+    assert model.num_parameters()["total"] < build(ctx).num_parameters()["total"]
+    # depth d's logits are o . E[depth-d rows] / sqrt(d_model) + bias
+    out = torch.randn(5, TINY.d_model)
+    start, stop = model.vocab_slices[1]
+    with torch.no_grad():
+        model.head_bias[1].copy_(torch.randn(stop - start))
+    expected = out @ model.token_emb.weight[start:stop].T / TINY.d_model ** 0.5 + model.head_bias[1]
+    assert torch.allclose(model.logits(out, 1), expected, atol=1e-5)
+    # the output path trains the embeddings: a target's last token, which the decoder never
+    # reads (teacher forcing feeds the first T-1), and which no history holds, gets gradient
+    batch = batch_of(ctx, size=2)
+    history_tokens = set(model.item_tokens[batch.history.clamp_min(0)][batch.history >= 0].flatten().tolist())
+    target_tokens = set(model.item_tokens[batch.target, -1].tolist())
+    model.calculate_loss(batch)["loss"].backward()
+    unseen = sorted(target_tokens - history_tokens)
+    assert unseen and float(model.token_emb.weight.grad[unseen].abs().sum()) > 0
+    untied = build(ctx)
+    untied.calculate_loss(batch)["loss"].backward()
+    assert float(untied.token_emb.weight.grad[unseen].abs().sum()) == 0   # there, only heads see them
+    assert all(b.grad is not None and float(b.grad.abs().sum()) > 0 for b in model.head_bias)
 
 
 def test_gate_noise_and_dropout_only_in_training(ctx):

@@ -236,3 +236,19 @@ def test_content_and_collab_blocks_enter_with_equal_total_variance(balance):
     assert content_var == pytest.approx(D_CONTENT, rel=1e-3)     # unit variance per content dimension
     expected = D_CONTENT if balance else D_COLLAB                  # balanced: same total as content
     assert collab_var == pytest.approx(expected, rel=1e-3)
+
+
+def test_collab_direction_ignores_the_norm_that_grows_with_degree():
+    """LightGCN norms grow with an item's degree; with ``collab_direction`` an item's
+    encoder input depends on its collab vector's direction only."""
+    model, (content, collab, _, _) = build(collab_direction=True)
+    degree_scale = torch.linspace(0.2, 5.0, N)[:, None]   # long tail short, popular long
+    model.set_input_stats(content, collab * degree_scale)
+    model.eval()
+    c1, e1 = model.standardise(content, collab * degree_scale)
+    c2, e2 = model.standardise(content, collab)
+    assert torch.allclose(e1, e2, atol=1e-5) and torch.equal(c1, c2)
+    assert torch.allclose(model.encode(content, collab * degree_scale), model.encode(content, collab), atol=1e-5)
+    plain, _ = build()
+    plain.set_input_stats(content, collab * degree_scale)
+    assert not torch.allclose(plain.standardise(content, collab * degree_scale)[1], plain.standardise(content, collab)[1])
