@@ -24,6 +24,7 @@ from benchmark_io import machine_info, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
+from prismrec.recommender.registry import stage_of_sid_suffix
 from prismrec.recommender.trainer import load_trained
 
 def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
@@ -41,12 +42,15 @@ def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
 
 def name_overrides(name: str) -> list[str]:
     """Config overrides of a model directory name (the inverse of registry.model_dir_name):
-    ``prism-no-dsi-tied-seed1`` -> model prism, use_dsi false, tied heads, seed 1."""
+    ``prism-no-dsi-tied-sids-prism-no-acd-seed1`` -> model prism, use_dsi false, tied heads,
+    SIDs of tokenizer-prism-no-acd, seed 1."""
     name, _, seed = name.partition("-seed")
+    name, _, sids = name.partition("-sids-")
     tied = name.endswith("-tied")
     model, *removed = name.removesuffix("-tied").split("-no-")
     return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
-            + (["recommender.tie_heads=true"] if tied else []) + ([f"recommender.seed={seed}"] if seed else []))
+            + (["recommender.tie_heads=true"] if tied else []) + ([f"recommender.sid_stage={stage_of_sid_suffix(sids)}"] if sids else [])
+            + ([f"recommender.seed={seed}"] if seed else []))
 
 
 def main() -> None:

@@ -20,6 +20,9 @@ class RecommenderConfig:
     # by d_model^-0.5) instead of separate output heads: a history item's tokens and the tokens
     # it predicts share one vector. Not in the paper; off by default
     tie_heads: bool = False
+    # tokenizer stage whose SIDs a generative model reads, e.g. tokenizer-prism-no-acd-dir;
+    # "" = the model's own (prism: tokenizer, tiger: tokenizer-tiger)
+    sid_stage: str = ""
     # DSI
     num_experts: int = 3
     top_k_experts: int = 2

@@ -2,7 +2,9 @@
 
 Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
-``pop``, with ``-tied`` for tied output heads and ``-seed{N}`` appended when the seed is not 0.
+``pop``, with ``-tied`` for tied output heads, ``-sids-<stage>`` for SIDs of another tokenizer
+stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``) and ``-seed{N}``
+appended when the seed is not 0.
 """
 
 from __future__ import annotations
@@ -32,6 +34,23 @@ def effective_config(cfg: RecommenderConfig) -> RecommenderConfig:
     return cfg
 
 
+def sid_stage(cfg: RecommenderConfig) -> str:
+    """Tokenizer stage directory a generative model reads its SIDs from."""
+    if cfg.sid_stage and not (cfg.sid_stage == "tokenizer" or cfg.sid_stage.startswith("tokenizer-")):
+        raise PrismrecError(f"recommender.sid_stage: expected a tokenizer stage directory of the run "
+                            f"(tokenizer, tokenizer-tiger, tokenizer-prism-no-acd, ...), got {cfg.sid_stage!r}")
+    return cfg.sid_stage or SID_VARIANT[cfg.model]
+
+
+def sid_suffix(stage: str) -> str:
+    """Short name of a tokenizer stage in model directory names (``tokenizer`` -> ``prism``)."""
+    return "prism" if stage == "tokenizer" else stage.removeprefix("tokenizer-")
+
+
+def stage_of_sid_suffix(suffix: str) -> str:
+    return "tokenizer" if suffix == "prism" else f"tokenizer-{suffix}"
+
+
 def model_dir_name(cfg: RecommenderConfig) -> str:
     check_model(cfg)
     name = cfg.model
@@ -40,6 +59,8 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
                         if not on)
     if cfg.tie_heads and cfg.model in SID_VARIANT:
         name += "-tied"
+    if cfg.model in SID_VARIANT and sid_stage(cfg) != SID_VARIANT[cfg.model]:
+        name += "-sids-" + sid_suffix(sid_stage(cfg))
     if cfg.seed != 0:
         name += f"-seed{cfg.seed}"
     return name
@@ -49,9 +70,9 @@ def input_stages(cfg: RecommenderConfig) -> list[str]:
     """Run-directory stages the model reads."""
     check_model(cfg)
     if cfg.model == "prism":
-        return ["data", "features", SID_VARIANT["prism"]]
+        return ["data", "features", sid_stage(cfg)]
     if cfg.model == "tiger":
-        return ["data", SID_VARIANT["tiger"]]
+        return ["data", sid_stage(cfg)]
     return ["data"]
 
 
@@ -70,11 +91,11 @@ def load_context(run_dir: str | Path, cfg: RecommenderConfig) -> ModelContext:
         from prismrec.features.store import load_features
         from prismrec.tokenizer.store import load_sids
 
-        return ModelContext(data=data, features=load_features(run_dir), sids=load_sids(run_dir, SID_VARIANT["prism"]))
+        return ModelContext(data=data, features=load_features(run_dir), sids=load_sids(run_dir, sid_stage(cfg)))
     if cfg.model == "tiger":
         from prismrec.tokenizer.store import load_sids
 
-        return ModelContext(data=data, sids=load_sids(run_dir, SID_VARIANT["tiger"]))
+        return ModelContext(data=data, sids=load_sids(run_dir, sid_stage(cfg)))
     return ModelContext(data=data)
 
 

@@ -46,12 +46,16 @@ class SemanticIds:
         return np.stack([self.codebooks[l][self.codes[:, l]] for l in range(L)], axis=1)
 
 
-def variant_name(mode: str = "prism", use_acd: bool = True, use_hsa: bool = True, use_dhr: bool = True) -> str:
-    if mode == "prism" and use_acd and use_hsa and use_dhr:
+def variant_name(mode: str = "prism", use_acd: bool = True, use_hsa: bool = True, use_dhr: bool = True,
+                 collab_direction: bool = False) -> str:
+    """Stage directory of a tokenizer config: ``tokenizer`` (the paper's PSQ), ``tokenizer-tiger``,
+    ``tokenizer-prism-no-acd``, ``tokenizer-prism-no-acd-dir`` (collab_direction), ..."""
+    if mode == "prism" and use_acd and use_hsa and use_dhr and not collab_direction:
         return "tokenizer"
     parts = [f"tokenizer-{mode}"]
     if mode == "prism":
         parts += [s for s, on in (("no-acd", use_acd), ("no-hsa", use_hsa), ("no-dhr", use_dhr)) if not on]
+        parts += ["dir"] if collab_direction else []
     return "-".join(parts)
 
 

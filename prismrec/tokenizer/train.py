@@ -124,7 +124,7 @@ def train_quantizer(cfg: TokenizerConfig, content: np.ndarray, collab: np.ndarra
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, total, max(1, int(cfg.warmup_frac * total))))
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(range(cfg.epochs), desc=f"tokenize {variant_name(cfg.mode, cfg.use_acd, cfg.use_hsa, cfg.use_dhr)}",
+    bar = tqdm(range(cfg.epochs), desc=f"tokenize {variant_name(cfg.mode, cfg.use_acd, cfg.use_hsa, cfg.use_dhr, cfg.collab_direction)}",
                disable=not show)
     for epoch in bar:
         order = torch.randperm(n, generator=gen).to(device)
@@ -167,7 +167,7 @@ ADDED_OPTIONS = {"collab_direction": False}
 def tokenize_run(run_dir: Path, cfg: TokenizerConfig, force: bool = False) -> Path:
     run_dir = Path(run_dir)
     cfg = normalised(cfg)
-    name = variant_name(cfg.mode, cfg.use_acd, cfg.use_hsa, cfg.use_dhr)
+    name = variant_name(cfg.mode, cfg.use_acd, cfg.use_hsa, cfg.use_dhr, cfg.collab_direction)
     require_stage(run_dir, "data", "prismrec prepare ... --out RUN_DIR")
     require_stage(run_dir, "features", "prismrec features RUN_DIR")
     inputs = {"data": stage_fingerprint(run_dir / "data"), "features": stage_fingerprint(run_dir / "features")}

@@ -22,8 +22,32 @@ def test_model_directory_names():
     assert model_dir_name(cfg(model="tiger", use_dsi=False)) == "tiger"
     assert model_dir_name(cfg(model="sasrec", seed=2)) == "sasrec-seed2"
     assert model_dir_name(cfg(model="pop")) == "pop"
+    assert model_dir_name(cfg(tie_heads=True, seed=1)) == "prism-tied-seed1"
+    assert model_dir_name(cfg(model="sasrec", tie_heads=True)) == "sasrec"   # no SID heads to tie
+    assert model_dir_name(cfg(sid_stage="tokenizer-prism-no-acd-dir")) == "prism-sids-prism-no-acd-dir"
+    assert model_dir_name(cfg(sid_stage="tokenizer")) == "prism"             # its own SIDs, named as such
+    assert model_dir_name(cfg(model="tiger", sid_stage="tokenizer")) == "tiger-sids-prism"
     with pytest.raises(PrismrecError, match="recommender.model"):
         model_dir_name(cfg(model="bert4rec"))
+    with pytest.raises(PrismrecError, match="recommender.sid_stage"):
+        model_dir_name(cfg(sid_stage="sids/custom"))
+
+
+def test_model_directory_names_round_trip_through_the_benchmarks_parser():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from valid_test_gap import name_overrides
+
+    from prismrec.config import PipelineConfig, apply_overrides
+
+    for c in (cfg(), cfg(use_dsi=False, seed=2), cfg(tie_heads=True, use_ats=False),
+              cfg(sid_stage="tokenizer-prism-no-acd-dir", tie_heads=True, seed=1),
+              cfg(model="tiger", sid_stage="tokenizer")):
+        name = model_dir_name(c)
+        parsed = apply_overrides(PipelineConfig(), name_overrides(name)).recommender
+        assert model_dir_name(parsed) == name
 
 
 def test_tiger_runs_without_any_prism_module():
@@ -31,6 +55,7 @@ def test_tiger_runs_without_any_prism_module():
     assert (tiger.use_dsi, tiger.use_ssa, tiger.use_ats) == (False, False, False)
     assert input_stages(cfg(model="tiger")) == ["data", "tokenizer-tiger"]
     assert input_stages(cfg()) == ["data", "features", "tokenizer"]
+    assert input_stages(cfg(sid_stage="tokenizer-prism-no-acd")) == ["data", "features", "tokenizer-prism-no-acd"]
 
 
 def test_context_needs_the_right_stages(tmp_path):
@@ -43,5 +68,7 @@ def test_context_needs_the_right_stages(tmp_path):
         load_context(run, cfg(model="prism"))
     with pytest.raises(MissingStageError, match="tokenizer-tiger"):
         load_context(run, cfg(model="tiger"))
+    with pytest.raises(MissingStageError, match="tokenizer-prism-dir"):
+        load_context(run, cfg(model="tiger", sid_stage="tokenizer-prism-dir"))
     with pytest.raises(MissingStageError, match="data"):
         load_context(tmp_path / "empty", cfg(model="sasrec"))

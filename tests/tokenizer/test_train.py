@@ -78,6 +78,14 @@ def test_ablations_write_their_own_variant(tmp_path, flag, name):
     assert sum(info[k] for k in ("acd", "hsa", "dhr")) == 2
 
 
+def test_collab_direction_writes_its_own_variant(tmp_path):
+    run = make_run(tmp_path / "run")
+    stage = tokenize_run(run, tiny_config(epochs=1, use_acd=False, collab_direction=True))
+    assert stage.name == "tokenizer-prism-no-acd-dir"
+    assert read_json(stage / "manifest.json")["config"]["tokenizer"]["collab_direction"] is True
+    assert not (run / "tokenizer").exists()
+
+
 def test_unchanged_stage_is_skipped_and_force_recomputes(tmp_path):
     run = make_run(tmp_path / "run")
     stage = tokenize_run(run, tiny_config(epochs=1))
