@@ -35,10 +35,12 @@ def test_seeds_are_grouped_with_mean_and_std(tmp_path):
 
 def test_ablations_are_set_against_the_mean_of_their_full_model(tmp_path):
     run = fake_run(tmp_path, {"prism": 0.1, "prism-seed1": 0.3, "prism-no-dsi": 0.18, "prism-no-dsi-no-ssa": 0.25,
-                              "tiger": 0.05, "tiger2-no-x": 0.1})
+                              "tiger": 0.05, "tiger2-no-x": 0.1, "prism-sids-prism-no-acd-dir": 0.22})
     table = ablation_report(collect(run))
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
-    assert sorted(rows) == ["prism-no-dsi vs prism", "prism-no-dsi-no-ssa vs prism"]  # tiger2 has no full model
+    assert sorted(rows) == ["prism-no-dsi vs prism", "prism-no-dsi-no-ssa vs prism",  # tiger2 has no full model
+                            "prism-sids-prism-no-acd-dir vs prism"]
+    assert "0.2200 (+10.0%)" in rows["prism-sids-prism-no-acd-dir vs prism"]
     assert "| 1 | 0.1800 (-10.0%) |" in rows["prism-no-dsi vs prism"]        # 0.18 vs the seeds' mean 0.2
     assert "0.2500 (+25.0%)" in rows["prism-no-dsi-no-ssa vs prism"]
     assert ablation_report(collect(fake_run(tmp_path / "other", {"prism": 0.1}))) == ""
