@@ -52,10 +52,10 @@ def main() -> None:
         for label, examples in zip(HISTORIES, (test, without)):
             ranked = rank_examples(model, examples, batch_size=cfg.eval_batch_size, device=args.device, progress=True)
             positions = target_positions(ranked, examples.target)
-            results.setdefault(name, {})[label] = {
+            results.setdefault(spec, {})[label] = {
                 "all": metrics_from_positions(positions, ks=(10,)),
                 **{g: metrics_from_positions(positions[group == i], ks=(10,)) for i, g in enumerate(GROUPS)}}
-        print(f"{name}: ranked", file=sys.stderr)
+        print(f"{spec}: ranked", file=sys.stderr)
 
     date = dt.date.today().isoformat()
     command = "python benchmarks/recent_item_value.py " + " ".join(sys.argv[1:])
