@@ -24,8 +24,8 @@ from prismrec.config import load_config
 from prismrec.data.dataset import Examples
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
+from prismrec.recommender.registry import model_dir_overrides
 from prismrec.recommender.trainer import load_trained
-from valid_test_gap import name_overrides
 
 HISTORIES = ("test history", "without the validation item")
 
@@ -43,7 +43,7 @@ def main() -> None:
     for spec in args.models:
         name, _, other_run = spec.partition("@")
         run_dir = Path(other_run) if other_run else args.run_dir
-        cfg = load_config(run_dir / "config.yaml", name_overrides(name)).recommender
+        cfg = load_config(run_dir / "config.yaml", model_dir_overrides(name)).recommender
         model, ctx, _ = load_trained(run_dir, cfg, torch.device(args.device))
         valid, test = ctx.data.examples("valid"), ctx.data.examples("test")
         # the validation history is the test history without its most recent item

@@ -35,10 +35,11 @@ MEASURES = ("level-1 code in history", "level-1 code = last item's", "level-1..2
 def overlap(codes: np.ndarray, history: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
     """Per user: whether the target's coarse codes occur in the history (PAD positions never match)."""
     known = history != PAD
+    prefix_id = codes[:, 0] * (codes[:, 1].max() + 1) + codes[:, 1]   # level-1..2 prefix as one number
     items = np.where(known, history, 0)
     first = np.where(known, codes[items, 0], -1)
-    prefix = np.where(known, codes[items, 0] * (codes[:, 1].max() + 1) + codes[items, 1], -1)
-    target_prefix = codes[target, 0] * (codes[:, 1].max() + 1) + codes[target, 1]
+    prefix = np.where(known, prefix_id[items], -1)
+    target_prefix = prefix_id[target]
     return {MEASURES[0]: (first == codes[target, 0][:, None]).any(1),
             MEASURES[1]: first[:, -1] == codes[target, 0],
             MEASURES[2]: (prefix == target_prefix[:, None]).any(1)}

@@ -24,7 +24,7 @@ from benchmark_io import machine_info, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
-from prismrec.recommender.registry import stage_of_sid_suffix
+from prismrec.recommender.registry import model_dir_overrides
 from prismrec.recommender.trainer import load_trained
 
 def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
@@ -38,19 +38,6 @@ def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
     out["history < 5 items"] = examples.length < 5
     out["history >= 5 items"] = examples.length >= 5
     return out
-
-
-def name_overrides(name: str) -> list[str]:
-    """Config overrides of a model directory name (the inverse of registry.model_dir_name):
-    ``prism-no-dsi-tied-sids-prism-no-acd-seed1`` -> model prism, use_dsi false, tied heads,
-    SIDs of tokenizer-prism-no-acd, seed 1."""
-    name, _, seed = name.partition("-seed")
-    name, _, sids = name.partition("-sids-")
-    tied = name.endswith("-tied")
-    model, *removed = name.removesuffix("-tied").split("-no-")
-    return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
-            + (["recommender.tie_heads=true"] if tied else []) + ([f"recommender.sid_stage={stage_of_sid_suffix(sids)}"] if sids else [])
-            + ([f"recommender.seed={seed}"] if seed else []))
 
 
 def main() -> None:
@@ -70,7 +57,7 @@ def main() -> None:
     for name in specs:
         name, _, other_run = name.partition("@")
         run_dir = Path(other_run) if other_run else args.run_dir
-        cfg = load_config(run_dir / "config.yaml", [*name_overrides(name), *args.overrides]).recommender
+        cfg = load_config(run_dir / "config.yaml", [*model_dir_overrides(name), *args.overrides]).recommender
         model, ctx, checkpoint = load_trained(run_dir, cfg, torch.device(args.device))
         train_count = ctx.data.items["train_count"].to_numpy()
         for split in ("valid", "test"):

@@ -42,13 +42,9 @@ def sid_stage(cfg: RecommenderConfig) -> str:
     return cfg.sid_stage or SID_VARIANT[cfg.model]
 
 
-def sid_suffix(stage: str) -> str:
+def _sid_suffix(stage: str) -> str:
     """Short name of a tokenizer stage in model directory names (``tokenizer`` -> ``prism``)."""
     return "prism" if stage == "tokenizer" else stage.removeprefix("tokenizer-")
-
-
-def stage_of_sid_suffix(suffix: str) -> str:
-    return "tokenizer" if suffix == "prism" else f"tokenizer-{suffix}"
 
 
 def model_dir_name(cfg: RecommenderConfig) -> str:
@@ -57,13 +53,28 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
     if cfg.model == "prism":
         name += "".join(f"-no-{m}" for m, on in (("dsi", cfg.use_dsi), ("ssa", cfg.use_ssa), ("ats", cfg.use_ats))
                         if not on)
-    if cfg.tie_heads and cfg.model in SID_VARIANT:
-        name += "-tied"
-    if cfg.model in SID_VARIANT and sid_stage(cfg) != SID_VARIANT[cfg.model]:
-        name += "-sids-" + sid_suffix(sid_stage(cfg))
+    if cfg.model in SID_VARIANT:
+        name += "-tied" if cfg.tie_heads else ""
+        stage = sid_stage(cfg)
+        name += "" if stage == SID_VARIANT[cfg.model] else "-sids-" + _sid_suffix(stage)
     if cfg.seed != 0:
         name += f"-seed{cfg.seed}"
     return name
+
+
+def model_dir_overrides(name: str) -> list[str]:
+    """Config overrides of a model directory name, the inverse of ``model_dir_name``:
+    ``prism-no-dsi-tied-sids-prism-no-acd-seed1`` -> model prism, use_dsi false, tied heads,
+    SIDs of tokenizer-prism-no-acd, seed 1."""
+    name, _, seed = name.partition("-seed")
+    name, _, sids = name.partition("-sids-")
+    tied = name.endswith("-tied")
+    model, *removed = name.removesuffix("-tied").split("-no-")
+    stage = "tokenizer" if sids == "prism" else f"tokenizer-{sids}"
+    return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
+            + (["recommender.tie_heads=true"] if tied else [])
+            + ([f"recommender.sid_stage={stage}"] if sids else [])
+            + ([f"recommender.seed={seed}"] if seed else []))
 
 
 def input_stages(cfg: RecommenderConfig) -> list[str]:

@@ -233,22 +233,23 @@ class PurifiedSemanticQuantizer(nn.Module):
     # ------------------------------------------------------------------ encoder side
     @torch.no_grad()
     def set_input_stats(self, content: torch.Tensor, collab: torch.Tensor) -> None:
-        collab = self.collab_input(collab)
+        seen = self.collab_input(collab)
         self.content_mean.copy_(content.mean(0))
         self.content_std.copy_(content.std(0).clamp_min(1e-6))
-        self.collab_mean.copy_(collab.mean(0))
+        self.collab_mean.copy_(seen.mean(0))
         # equal total variance for both signals: 64 unit-variance collab dimensions against 384
         # content ones would leave the collab part a small share of the encoder input, and the
         # long-tail near-duplicates that only collab tells apart would share SIDs
         block = math.sqrt(self.content_dim / self.collab_dim) if self.cfg.balance_signals else 1.0
-        self.collab_std.copy_(collab.std(0).clamp_min(1e-6) / block)
+        self.collab_std.copy_(seen.std(0).clamp_min(1e-6) / block)
         if self.gate is not None:  # start the running gate mean at the catalogue's (no dropout)
             was_training = self.gate.training
             self.gate.eval()
-            self.gate_mean.copy_(self.gate((collab - self.collab_mean) / self.collab_std).mean(0))
+            self.gate_mean.copy_(self.gate(self.standardise(content, collab)[1]).mean(0))
             self.gate.train(was_training)
 
     def collab_input(self, collab: torch.Tensor) -> torch.Tensor:
+        """The collaborative vector as the encoder sees it, before standardising."""
         return F.normalize(collab, dim=1) if self.cfg.collab_direction else collab
 
     def standardise(self, content: torch.Tensor, collab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from prismrec.data.synthetic import write_synthetic_run
 from prismrec.errors import MissingStageError, PrismrecError
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.registry import (build_model, effective_config, input_stages, load_context,
-                                           model_dir_name)
+                                           model_dir_name, model_dir_overrides)
 
 
 def cfg(**kw):
@@ -33,20 +33,14 @@ def test_model_directory_names():
         model_dir_name(cfg(sid_stage="sids/custom"))
 
 
-def test_model_directory_names_round_trip_through_the_benchmarks_parser():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-    from valid_test_gap import name_overrides
-
+def test_model_directory_names_round_trip_through_their_overrides():
     from prismrec.config import PipelineConfig, apply_overrides
 
     for c in (cfg(), cfg(use_dsi=False, seed=2), cfg(tie_heads=True, use_ats=False),
               cfg(sid_stage="tokenizer-prism-no-acd-dir", tie_heads=True, seed=1),
               cfg(model="tiger", sid_stage="tokenizer")):
         name = model_dir_name(c)
-        parsed = apply_overrides(PipelineConfig(), name_overrides(name)).recommender
+        parsed = apply_overrides(PipelineConfig(), model_dir_overrides(name)).recommender
         assert model_dir_name(parsed) == name
 
 
