@@ -2,7 +2,7 @@
 
 Seeds of one configuration (``prism``, ``prism-seed1``, ...) are grouped and shown
 as mean ± standard deviation; each ablation (``prism-no-dsi``, ...) or variant
-(``prism-tied``, ``prism-sids-<stage>``) is set against the full model (the paper's Table 4); test metrics are also split
+(``prism-tied``, ``prism-item-ids``, ``prism-sids-<stage>``) is set against the full model (the paper's Table 4); test metrics are also split
 by the popularity of the target; the training curves
 (validation NDCG@10 per epoch) are drawn into ``RUN_DIR/eval/training_curves.png``.
 """
@@ -21,7 +21,7 @@ COLUMNS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 # ablations and variants of a model, set against it: prism-no-dsi, prism-no-dsi-no-ssa,
 # prism-tied, prism-sids-prism-no-acd-dir -> prism
-ABLATION = re.compile(r"^(?P<full>[^-]+)-(?:no-|tied|sids-)")
+ABLATION = re.compile(r"^(?P<full>[^-]+)-(?:no-|tied|item-ids|sids-)")
 
 
 def collect(run_dir: Path) -> dict[str, list[dict]]:

@@ -23,6 +23,11 @@ class RecommenderConfig:
     # tokenizer stage whose SIDs a generative model reads, e.g. tokenizer-prism-no-acd-dir;
     # "" = the model's own (prism: tokenizer, tiger: tokenizer-tiger)
     sid_stage: str = ""
+    # each history item also carries a learned embedding of its own item id, added to its SID
+    # tokens: the encoder tells apart items that share SID prefixes (SASRec-CE gets most of its
+    # lead on Beauty from the most recent item, benchmarks/results/recent-item-value-*). Starts at
+    # zero, so an item never trained keeps the paper's representation. Not in the paper; off by default
+    item_id_input: bool = False
     # DSI
     num_experts: int = 3
     top_k_experts: int = 2

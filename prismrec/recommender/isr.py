@@ -160,6 +160,10 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         self.seq_pos_emb = nn.Embedding(max_history, d)   # P_seq, indexed by recency (0 = most recent)
         self.depth_emb = nn.Embedding(depth, d)           # P_hier
         self.time_emb = nn.Embedding(num_time_buckets, d)  # P_time
+        self.item_emb = None
+        if cfg.item_id_input:  # not in the paper (RecommenderConfig.item_id_input)
+            self.item_emb = nn.Embedding(num_items, d)
+            nn.init.zeros_(self.item_emb.weight)
         self.dsi = None
         if cfg.use_dsi:
             if content is None or collab is None:
@@ -238,6 +242,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
              + self.seq_pos_emb(recency)[None, :, None]
              + self.depth_emb.weight[None, None]
              + self.time_emb(batch.time_bucket.clamp(0, self.num_time_buckets - 1))[:, :, None])
+        if self.item_emb is not None:
+            e = e + self.item_emb(items)[:, :, None]
         if self.dsi is not None:
             e = self.dsi(e, self.item_content[items], self.item_collab[items], self.item_q[items])
         pad = (history < 0).repeat_interleave(self.depth, dim=1)

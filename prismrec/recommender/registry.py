@@ -2,7 +2,7 @@
 
 Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
-``pop``, with ``-tied`` for tied output heads, ``-sids-<stage>`` for SIDs of another tokenizer
+``pop``, with ``-tied`` for tied output heads, ``-item-ids`` for item-id inputs, ``-sids-<stage>`` for SIDs of another tokenizer
 stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``) and ``-seed{N}``
 appended when the seed is not 0.
 """
@@ -55,6 +55,7 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
                         if not on)
     if cfg.model in SID_VARIANT:
         name += "-tied" if cfg.tie_heads else ""
+        name += "-item-ids" if cfg.item_id_input else ""
         stage = sid_stage(cfg)
         name += "" if stage == SID_VARIANT[cfg.model] else "-sids-" + _sid_suffix(stage)
     if cfg.seed != 0:
@@ -64,15 +65,18 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
 
 def model_dir_overrides(name: str) -> list[str]:
     """Config overrides of a model directory name, the inverse of ``model_dir_name``:
-    ``prism-no-dsi-tied-sids-prism-no-acd-seed1`` -> model prism, use_dsi false, tied heads,
-    SIDs of tokenizer-prism-no-acd, seed 1."""
+    ``prism-no-dsi-tied-item-ids-sids-prism-no-acd-seed1`` -> model prism, use_dsi false, tied
+    heads, item-id inputs, SIDs of tokenizer-prism-no-acd, seed 1."""
     name, _, seed = name.partition("-seed")
     name, _, sids = name.partition("-sids-")
+    item_ids = name.endswith("-item-ids")
+    name = name.removesuffix("-item-ids")
     tied = name.endswith("-tied")
     model, *removed = name.removesuffix("-tied").split("-no-")
     stage = "tokenizer" if sids == "prism" else f"tokenizer-{sids}"
     return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
             + (["recommender.tie_heads=true"] if tied else [])
+            + (["recommender.item_id_input=true"] if item_ids else [])
             + ([f"recommender.sid_stage={stage}"] if sids else [])
             + ([f"recommender.seed={seed}"] if seed else []))
 

@@ -56,7 +56,7 @@ SYNC_STEPS = 20
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
 NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes")
 # options added after runs were trained, with their off value (artifacts.fingerprint_settings)
-ADDED_OPTIONS = {"tie_heads": False, "sid_stage": ""}
+ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False}
 
 
 def seed_everything(seed: int) -> None:

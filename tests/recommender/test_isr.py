@@ -97,10 +97,14 @@ def test_loss_parts_and_ranking_shapes(ctx):
     assert_valid_ranking(items, scores, ctx.num_items)
 
 
-@pytest.mark.parametrize("use_ats,tie_heads", [(True, False), (False, False), (True, True)],
-                         ids=["ats", "no-ats", "tied-heads"])
-def test_beam_search_equals_exhaustive_scoring(ctx, use_ats, tie_heads):
-    model = build(ctx, use_ats=use_ats, tie_heads=tie_heads, beam_size=ctx.num_items).eval()
+@pytest.mark.parametrize("use_ats,tie_heads,item_id_input", [(True, False, False), (False, False, False),
+                                                             (True, True, False), (True, False, True)],
+                         ids=["ats", "no-ats", "tied-heads", "item-id-input"])
+def test_beam_search_equals_exhaustive_scoring(ctx, use_ats, tie_heads, item_id_input):
+    model = build(ctx, use_ats=use_ats, tie_heads=tie_heads, item_id_input=item_id_input,
+                  beam_size=ctx.num_items).eval()
+    if item_id_input:  # trained item embeddings, not the zero start
+        torch.nn.init.normal_(model.item_emb.weight)
     batch = batch_of(ctx, "valid", size=6)
     items, scores = model.rank(batch, k=10)
     every_item = torch.arange(ctx.num_items).expand(len(batch.target), -1)
@@ -315,6 +319,30 @@ def test_tied_heads_score_tokens_with_their_input_embeddings(ctx):
     untied.calculate_loss(batch)["loss"].backward()
     assert float(untied.token_emb.weight.grad[unseen].abs().sum()) == 0   # there, only heads see them
     assert all(b.grad is not None and float(b.grad.abs().sum()) > 0 for b in model.head_bias)
+
+
+def test_item_id_input_tells_apart_the_history_items_and_trains_only_theirs(ctx):
+    model = build(ctx, item_id_input=True, dropout=0.0).eval()
+    assert build(ctx).item_emb is None   # off by default: the paper's input embedding
+    batch = batch_of(ctx, size=4)
+    # zero at the start: the encoder input is the paper's Eq. 10 until the embeddings train
+    assert float(model.item_emb.weight.abs().sum()) == 0
+    memory, pad = model.encode(batch)
+    real = ~pad[0]   # padding slots read item 0's rows; nothing attends to them
+    in_history = batch.history[0][batch.history[0] >= 0]
+    elsewhere = sorted(set(range(ctx.num_items)) - set(batch.history[0].tolist()))
+    with torch.no_grad():
+        model.item_emb.weight[elsewhere] = 1.0    # items user 0 never had: its memory is unchanged
+    assert torch.allclose(model.encode(batch)[0][0][real], memory[0][real], atol=1e-6)
+    with torch.no_grad():
+        model.item_emb.weight[in_history[-1]] = 1.0
+    assert not torch.allclose(model.encode(batch)[0][0][real], memory[0][real], atol=1e-3)
+    # gradient reaches the rows of history items, and no other row
+    model.train()
+    model.item_emb.weight.grad = None
+    model.calculate_loss(batch)["loss"].backward()
+    grad_rows = torch.nonzero(model.item_emb.weight.grad.abs().sum(1)).flatten()
+    assert set(grad_rows.tolist()) == set(batch.history[batch.history >= 0].tolist())
 
 
 def test_gate_noise_and_dropout_only_in_training(ctx):

@@ -24,6 +24,8 @@ def test_model_directory_names():
     assert model_dir_name(cfg(model="pop")) == "pop"
     assert model_dir_name(cfg(tie_heads=True, seed=1)) == "prism-tied-seed1"
     assert model_dir_name(cfg(model="sasrec", tie_heads=True)) == "sasrec"   # no SID heads to tie
+    assert model_dir_name(cfg(item_id_input=True, use_dsi=False)) == "prism-no-dsi-item-ids"
+    assert model_dir_name(cfg(model="sasrec", item_id_input=True)) == "sasrec"  # it reads item ids anyway
     assert model_dir_name(cfg(sid_stage="tokenizer-prism-no-acd-dir")) == "prism-sids-prism-no-acd-dir"
     assert model_dir_name(cfg(sid_stage="tokenizer")) == "prism"             # its own SIDs, named as such
     assert model_dir_name(cfg(model="tiger", sid_stage="tokenizer")) == "tiger-sids-prism"
@@ -38,6 +40,8 @@ def test_model_directory_names_round_trip_through_their_overrides():
 
     for c in (cfg(), cfg(use_dsi=False, seed=2), cfg(tie_heads=True, use_ats=False),
               cfg(sid_stage="tokenizer-prism-no-acd-dir", tie_heads=True, seed=1),
+              cfg(item_id_input=True, tie_heads=True, sid_stage="tokenizer-tiger", seed=3),
+              cfg(model="tiger", item_id_input=True),
               cfg(model="tiger", sid_stage="tokenizer")):
         name = model_dir_name(c)
         parsed = apply_overrides(PipelineConfig(), model_dir_overrides(name)).recommender
