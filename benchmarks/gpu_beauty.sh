@@ -32,6 +32,8 @@ EPOCHS=${EPOCHS:-30}
 PRECISION=${PRECISION:---set recommender.amp=false}
 BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decoder_layers=4 --set recommender.d_ff=1024}
 GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE $PRECISION}
+# not in the paper: history items also carry an item-id embedding (RecommenderConfig.item_id_input)
+ITEM_IDS="--set recommender.item_id_input=true"
 # Preflight: the CLI imports, and a few training steps and a ranked slice of validation users
 # run on the device (benchmarks/gpu_preflight.py), so a broken environment or device path costs
 # seconds, not the lease. A missing or too old package is installed from wheels carried in .whl/
@@ -66,6 +68,10 @@ JOBS=(
   "prism-no-dsi|--model prism --no-dsi --seed 0 $GEN"
   "prism-no-ssa|--model prism --no-ssa --seed 0 $GEN"
   "prism-no-ats|--model prism --no-ats --seed 0 $GEN"
+  "prism-item-ids|--model prism --seed 0 $ITEM_IDS $GEN"
+  "prism-item-ids-seed1|--model prism --seed 1 $ITEM_IDS $GEN"
+  "prism-item-ids-seed2|--model prism --seed 2 $ITEM_IDS $GEN"
+  "tiger-item-ids|--model tiger --seed 0 $ITEM_IDS $GEN"
 )
 # ONLY="prism tiger ..." runs a subset: each job on the one GPU slows the others
 if [ -n "${ONLY:-}" ]; then
@@ -85,7 +91,16 @@ while :; do
   [ "$alive" -eq 0 ] && break; sleep 20
 done
 for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$LOGS/$name.log"; done
-timeout "${LATENCY_SECONDS:-90}" python3 benchmarks/isr_latency.py --device "$DEVICE" --threads 8 --repeats 3 --latency-repeats 50 \
-   --out "$LOGS/isr_latency-gpu.json" > "$LOGS/latency.log" 2>&1; tail -n 15 "$LOGS/latency.log"
+# RECENT="prism prism-item-ids ...": what each model makes of the most recent history item
+# (benchmarks/recent_item_value.py), on the GPU, for models trained above
+if [ -n "${RECENT:-}" ]; then
+  models=(); for m in $RECENT; do models+=(--model "$m"); done
+  timeout "${RECENT_SECONDS:-120}" python3 benchmarks/recent_item_value.py "$RUN" "${models[@]}" $GEN --device "$DEVICE" \
+    --out "$LOGS/recent-item-value" > "$LOGS/recent.log" 2>&1; tail -n 12 "$LOGS/recent.log"
+fi
+if [ "${LATENCY_SECONDS:-90}" -gt 0 ]; then
+  timeout "${LATENCY_SECONDS:-90}" python3 benchmarks/isr_latency.py --device "$DEVICE" --threads 8 --repeats 3 --latency-repeats 50 \
+    --out "$LOGS/isr_latency-gpu.json" > "$LOGS/latency.log" 2>&1; tail -n 15 "$LOGS/latency.log"
+fi
 pack
 echo "total $(( $(date +%s) - start ))s"

@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--model", dest="models", action="append", required=True,
                         help="model directory name, NAME@RUN_DIR for another run directory of the same data; repeatable")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override KEY=VALUE for every model, as the models were trained with; repeatable")
     parser.add_argument("--out", type=Path, default=None, help="output stem (default: benchmarks/results/...)")
     args = parser.parse_args()
 
@@ -43,7 +45,7 @@ def main() -> None:
     for spec in args.models:
         name, _, other_run = spec.partition("@")
         run_dir = Path(other_run) if other_run else args.run_dir
-        cfg = load_config(run_dir / "config.yaml", model_dir_overrides(name)).recommender
+        cfg = load_config(run_dir / "config.yaml", model_dir_overrides(name) + args.overrides).recommender
         model, ctx, _ = load_trained(run_dir, cfg, torch.device(args.device))
         valid, test = ctx.data.examples("valid"), ctx.data.examples("test")
         # the validation history is the test history without its most recent item
