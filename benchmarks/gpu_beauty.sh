@@ -5,7 +5,8 @@
 #
 # RUN_DIR holds data/, features/, tokenizer/ and tokenizer-tiger/ (prepared, featurised and
 # tokenized on CPU: those stages take minutes there). Every model trains concurrently on the
-# one GPU (they are small; one alone leaves the GPU mostly idle), each with a time budget,
+# one GPU (they are small; one alone leaves the GPU mostly idle, but seven float32 trainings
+# saturate an H100: pick three or four with ONLY=...), each with a time budget,
 # then each is evaluated once at its best-validation checkpoint; then the ISR latency
 # benchmark runs. Results are packed into OUT_DIR/results.tar.gz every 20 s, so a run cut off
 # by its time limit still returns what it had.
