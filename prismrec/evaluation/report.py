@@ -16,12 +16,14 @@ import numpy as np
 
 from prismrec.artifacts import atomic_write, read_json, write_text
 from prismrec.errors import PrismrecError
+from prismrec.recommender.registry import FLAG_SUFFIXES
 
 COLUMNS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 # ablations and variants of a model, set against it: prism-no-dsi, prism-no-dsi-no-ssa,
 # prism-tied, prism-sids-prism-no-acd-dir -> prism
-ABLATION = re.compile(r"^(?P<full>[^-]+)-(?:no-|tied|item-ids|sids-)")
+ABLATION = re.compile(r"^(?P<full>[^-]+)-(?:" + "|".join(re.escape(p) for p in
+                      ("no-", *(suffix for suffix, _ in FLAG_SUFFIXES), "sids-")) + ")")
 
 
 def collect(run_dir: Path) -> dict[str, list[dict]]:

@@ -19,6 +19,8 @@ from prismrec.recommender.config import RecommenderConfig
 
 MODEL_NAMES = ("prism", "tiger", "sasrec", "pop")
 SID_VARIANT = {"prism": "tokenizer", "tiger": "tokenizer-tiger"}
+# on/off variants of a generative model: (suffix in model directory names, config field), in name order
+FLAG_SUFFIXES = (("tied", "tie_heads"), ("item-ids", "item_id_input"))
 
 
 def check_model(cfg: RecommenderConfig) -> None:
@@ -54,8 +56,7 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
         name += "".join(f"-no-{m}" for m, on in (("dsi", cfg.use_dsi), ("ssa", cfg.use_ssa), ("ats", cfg.use_ats))
                         if not on)
     if cfg.model in SID_VARIANT:
-        name += "-tied" if cfg.tie_heads else ""
-        name += "-item-ids" if cfg.item_id_input else ""
+        name += "".join(f"-{suffix}" for suffix, field in FLAG_SUFFIXES if getattr(cfg, field))
         stage = sid_stage(cfg)
         name += "" if stage == SID_VARIANT[cfg.model] else "-sids-" + _sid_suffix(stage)
     if cfg.seed != 0:
@@ -69,14 +70,14 @@ def model_dir_overrides(name: str) -> list[str]:
     heads, item-id inputs, SIDs of tokenizer-prism-no-acd, seed 1."""
     name, _, seed = name.partition("-seed")
     name, _, sids = name.partition("-sids-")
-    item_ids = name.endswith("-item-ids")
-    name = name.removesuffix("-item-ids")
-    tied = name.endswith("-tied")
-    model, *removed = name.removesuffix("-tied").split("-no-")
+    flags = []
+    for suffix, field in reversed(FLAG_SUFFIXES):
+        if name.endswith(f"-{suffix}"):
+            name = name.removesuffix(f"-{suffix}")
+            flags.append(f"recommender.{field}=true")
+    model, *removed = name.split("-no-")
     stage = "tokenizer" if sids == "prism" else f"tokenizer-{sids}"
-    return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed]
-            + (["recommender.tie_heads=true"] if tied else [])
-            + (["recommender.item_id_input=true"] if item_ids else [])
+    return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed] + flags
             + ([f"recommender.sid_stage={stage}"] if sids else [])
             + ([f"recommender.seed={seed}"] if seed else []))
 
