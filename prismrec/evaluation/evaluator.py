@@ -66,6 +66,8 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     model_stage = require_trained(run_dir, rcfg)
     final = run_dir / "eval" / name
     settings = {"ks": list(KS), "eval_batch_size": rcfg.eval_batch_size, "beam_size": rcfg.beam_size}
+    if rcfg.item_head:
+        settings["item_score_weight"] = rcfg.item_score_weight
     # the checkpoint's bytes too: a resumed training run keeps its config but may select a new best
     inputs = {"model": stage_fingerprint(model_stage), "checkpoint": file_fingerprint(model_stage / "best.pt")}
     if not force and is_current(final, stage_fingerprint_for(settings, inputs)):

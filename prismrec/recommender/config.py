@@ -28,6 +28,15 @@ class RecommenderConfig:
     # lead on Beauty from the most recent item, benchmarks/results/recent-item-value-*). Starts at
     # zero, so an item never trained keeps the paper's representation. Not in the paper; off by default
     item_id_input: bool = False
+    # item-level output head: the decoder's first output o_0 also scores every item against the
+    # item's output vector (the mean of its SID token embeddings, plus its item-id embedding with
+    # item_id_input), trained with a full-softmax cross-entropy beside Eq. 17. Ranking re-scores
+    # the beam's items and the head's own top items by log p_SID + item_score_weight * log p_item:
+    # the SID path carries the semantic structure (long-tail items share their siblings' tokens),
+    # the item path tells apart siblings, which is where SASRec-CE wins on Beauty. Not in the
+    # paper; off by default. item_score_weight only changes ranking, not training
+    item_head: bool = False
+    item_score_weight: float = 1.0
     # DSI
     num_experts: int = 3
     top_k_experts: int = 2

@@ -201,6 +201,10 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         if cfg.use_ats:
             self.register_buffer("item_branching", self.trie.item_branching().float(), persistent=False)
 
+        # ---- item-level output head (RecommenderConfig.item_head; not in the paper): its item
+        # vectors are built from token_emb (and item_emb), so it only adds one bias per item
+        self.item_bias = nn.Parameter(torch.zeros(num_items)) if cfg.item_head else None
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_context(cls, ctx: ModelContext, cfg: RecommenderConfig) -> "IntegratedSemanticRecommender":
@@ -277,6 +281,34 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         weight = self.token_emb.weight[start:stop]
         return F.linear(out * self.cfg.d_model ** -0.5, weight, self.head_bias[d])
 
+    def item_log_probs(self, first: torch.Tensor) -> torch.Tensor:
+        """Item head: (B, num_items) log-softmax over the catalog for first decoder outputs o_0 (B, d).
+
+        An item's vector is the mean of its SID token embeddings (plus its item-id embedding):
+        an item seldom seen as a target still scores through the tokens it shares.
+        """
+        vectors = self.token_emb(self.item_tokens).mean(1)
+        if self.item_emb is not None:
+            vectors = vectors + self.item_emb.weight
+        return F.linear(first * self.cfg.d_model ** -0.5, vectors, self.item_bias).float().log_softmax(-1)
+
+    def sid_log_probs(self, memory, memory_pad: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, C) trie-constrained, temperature-scaled SID log-probability of given items, by
+        teacher forcing: what beam search accumulates for an item it keeps."""
+        B, C = candidates.shape
+        flat = candidates.flatten()
+        out = self.decode(memory, memory_pad, self.item_tokens[candidates, :-1]).flatten(0, 1)   # (B*C, T, d)
+        codes = self.trie.codes[flat]
+        total = torch.zeros(len(flat), device=out.device)
+        for d in range(self.depth):
+            valid = self.trie.item_child_masks(flat, d)
+            tau = None
+            if self.cfg.use_ats:
+                tau = self.temperature(self.trie.branching(d)[self.trie.item_nodes[flat, d]].float())
+            logp = constrained_log_probs(self.logits(out[:, d], d), valid, tau)
+            total = total + logp.gather(1, codes[:, d : d + 1]).squeeze(1)
+        return total.view(B, C)
+
     # ------------------------------------------------------------------ contract
     def calculate_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         memory, pad = self.encode(batch)
@@ -296,13 +328,33 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             reg, cls = self.ssa(out, self.item_q[target], self.item_tags[target])
             loss = loss + self.cfg.gamma * (reg + cls)                                   # Eq. 18
             parts.update(ssa_reg=reg.detach(), ssa_cls=cls.detach())
+        if self.item_bias is not None:
+            item = F.nll_loss(self.item_log_probs(out[:, 0]), target)
+            loss = loss + item
+            parts.update(item=item.detach())
         return {"loss": loss, **parts}
 
     @torch.no_grad()
     def rank(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k items by trie-constrained beam search (beam width max(cfg.beam_size, k)).
+        """Top-k items by trie-constrained beam search (beam width max(cfg.beam_size, k)), re-scored
+        with the item head when it is on (``candidate_scores``).
 
         Call ``model.eval()`` first (dropout and gate noise are training-only).
+        """
+        candidates, sid, item = self.candidate_scores(batch, k)
+        if item is None:
+            return candidates[:, :k], sid[:, :k]
+        scores, order = (sid + self.cfg.item_score_weight * item).topk(k, dim=1)
+        return torch.where(torch.isfinite(scores), candidates.gather(1, order), -1), scores
+
+    @torch.no_grad()
+    def candidate_scores(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Candidate items (B, C) with their SID log-probabilities and, with the item head, their
+        item log-probabilities (else None); -1 / -inf where a slot holds no (new) item.
+
+        The candidates are the beam's items, sorted, then the item head's own top ``width`` items
+        (a target the SID path ranks low but the item path ranks high gets its chance); an item
+        the beam already holds is not counted twice.
         """
         memory, pad = self.encode(batch)
         memory_kv = self.decoder.memory_kv(memory)  # projected once, read at every step
@@ -313,27 +365,29 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             return self.logits(self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1], d)
 
         temperature = self.temperature if self.cfg.use_ats else None
-        items, scores = beam_search(step_logits, self.trie, len(memory), max(self.cfg.beam_size, k), temperature)
-        return items[:, :k], scores[:, :k]
+        width = max(self.cfg.beam_size, k)
+        items, scores = beam_search(step_logits, self.trie, len(memory), width, temperature)
+        if self.item_bias is None:
+            return items, scores, None
+        item_logp = self.item_log_probs(self.decode(memory_kv, pad, items.new_empty(len(items), 1, 0))[:, 0, 0])
+        extra = item_logp.topk(min(width, item_logp.shape[1]), dim=1).indices
+        candidates = torch.cat([items, extra], 1)
+        sid = torch.cat([scores, self.sid_log_probs(memory_kv, pad, extra)], 1)
+        seen = torch.cat([items < 0, (extra[:, :, None] == items[:, None, :]).any(-1)], 1)
+        sid = sid.masked_fill(seen, float("-inf"))
+        return candidates, sid, item_logp.gather(1, candidates.clamp_min(0))
 
     @torch.no_grad()
     def score_items(self, batch: Batch, candidates: torch.Tensor) -> torch.Tensor:
-        """(B, C) score of given items — the same trie-constrained, temperature-scaled
-        log-probability beam search accumulates, computed by teacher forcing.
+        """(B, C) score of given items, the one ``rank`` sorts by: the trie-constrained,
+        temperature-scaled SID log-probability that beam search accumulates (computed by teacher
+        forcing), plus ``item_score_weight`` * the item head's log-probability when it is on.
 
         Exhaustive reference for tests and small catalogs (memory grows with B * C).
         """
         memory, pad = self.encode(batch)
-        B, C = candidates.shape
-        flat = candidates.flatten()
-        out = self.decode(memory, pad, self.item_tokens[candidates, :-1]).flatten(0, 1)   # (B*C, T, d)
-        codes = self.trie.codes[flat]
-        total = torch.zeros(len(flat), device=out.device)
-        for d in range(self.depth):
-            valid = self.trie.item_child_masks(flat, d)
-            tau = None
-            if self.cfg.use_ats:
-                tau = self.temperature(self.trie.branching(d)[self.trie.item_nodes[flat, d]].float())
-            logp = constrained_log_probs(self.logits(out[:, d], d), valid, tau)
-            total = total + logp.gather(1, codes[:, d : d + 1]).squeeze(1)
-        return total.view(B, C)
+        scores = self.sid_log_probs(memory, pad, candidates)
+        if self.item_bias is not None:
+            first = self.decode(memory, pad, candidates.new_empty(len(candidates), 1, 0))[:, 0, 0]
+            scores = scores + self.cfg.item_score_weight * self.item_log_probs(first).gather(1, candidates)
+        return scores

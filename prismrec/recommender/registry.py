@@ -20,7 +20,7 @@ from prismrec.recommender.config import RecommenderConfig
 MODEL_NAMES = ("prism", "tiger", "sasrec", "pop")
 SID_VARIANT = {"prism": "tokenizer", "tiger": "tokenizer-tiger"}
 # on/off variants of a generative model: (suffix in model directory names, config field), in name order
-FLAG_SUFFIXES = (("tied", "tie_heads"), ("item-ids", "item_id_input"))
+FLAG_SUFFIXES = (("tied", "tie_heads"), ("item-ids", "item_id_input"), ("item-head", "item_head"))
 
 
 def check_model(cfg: RecommenderConfig) -> None:

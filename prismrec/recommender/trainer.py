@@ -54,9 +54,10 @@ SYNC_STEPS = 20
 # fields that change how the model is trained; device, budgets and eval batch size do not.
 # schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
-NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes")
+NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes",
+                         "item_score_weight")
 # options added after runs were trained, with their off value (artifacts.fingerprint_settings)
-ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False}
+ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False, "item_head": False}
 
 
 def seed_everything(seed: int) -> None:

@@ -345,6 +345,71 @@ def test_item_id_input_tells_apart_the_history_items_and_trains_only_theirs(ctx)
     assert set(grad_rows.tolist()) == set(batch.history[batch.history >= 0].tolist())
 
 
+def trained_item_head(ctx, **overrides) -> IntegratedSemanticRecommender:
+    model = build(ctx, item_head=True, item_id_input=True, **overrides).eval()
+    with torch.no_grad():   # trained-looking item tables, not their zero start
+        torch.nn.init.normal_(model.item_emb.weight)
+        torch.nn.init.normal_(model.item_bias)
+    return model
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.3])
+def test_item_head_ranking_equals_exhaustive_combined_scoring(ctx, weight):
+    # a beam as wide as the catalog holds every item: the ranking must be the exhaustive one
+    model = trained_item_head(ctx, beam_size=ctx.num_items, item_score_weight=weight)
+    batch = batch_of(ctx, "valid", size=6)
+    items, scores = model.rank(batch, k=10)
+    every_item = torch.arange(ctx.num_items).expand(len(batch.target), -1)
+    exhaustive = model.score_items(batch, every_item)
+    top = exhaustive.topk(10, dim=1)
+    assert torch.equal(items, top.indices)
+    assert torch.allclose(scores, top.values, atol=1e-4)
+    # the combined score is the SID log-probability plus the weighted item log-probability
+    memory, pad = model.encode(batch)
+    sid = model.sid_log_probs(memory, pad, every_item)
+    first = model.decode(memory, pad, every_item.new_empty(len(every_item), 1, 0))[:, 0, 0]
+    item = model.item_log_probs(first)
+    assert torch.allclose(item.exp().sum(1), torch.ones(len(batch.target)), atol=1e-4)
+    assert torch.allclose(exhaustive, sid + weight * item, atol=1e-4)
+
+
+def test_item_head_with_a_narrow_beam_adds_the_heads_own_top_items(ctx):
+    model = trained_item_head(ctx, beam_size=3)
+    batch = batch_of(ctx, "test")
+    items, scores = model.rank(batch, k=8)     # beam widens to 8; the head adds its top 8
+    assert_valid_ranking(items, scores, ctx.num_items)
+    assert torch.allclose(scores, model.score_items(batch, items), atol=1e-4)
+    memory, pad = model.encode(batch)
+    first = model.decode(memory, pad, items.new_empty(len(items), 1, 0))[:, 0, 0]
+    favourite = model.item_log_probs(first).argmax(1, keepdim=True)
+    plain = build(ctx, item_id_input=True, beam_size=3).eval()
+    plain.load_state_dict({n: v for n, v in model.state_dict().items() if n != "item_bias"})
+    beam_items, _ = plain.rank(batch, k=8)
+    # the head's favourite is a candidate: ranked, or scored below everything ranked
+    assert (~(beam_items == favourite).any(1)).any()   # the beam alone misses it for some users
+    favourite_score = model.score_items(batch, favourite).squeeze(1)
+    ranked = (items == favourite).any(1)
+    assert (ranked | (favourite_score <= scores[:, -1] + 1e-5)).all()
+    assert ranked.any()
+
+
+def test_item_head_loss_and_gradient_paths(ctx):
+    model = build(ctx, item_head=True)
+    assert build(ctx).item_bias is None and "item" not in build(ctx).calculate_loss(batch_of(ctx))
+    batch = batch_of(ctx)
+    out = model.calculate_loss(batch)
+    assert set(out) == {"loss", "gen", "ssa_reg", "ssa_cls", "item"}
+    assert torch.allclose(out["loss"], out["gen"] + TINY.gamma * (out["ssa_reg"] + out["ssa_cls"]) + out["item"])
+    # the full-softmax item loss alone reaches the bias of every item and the tokens of every item
+    model.zero_grad()
+    first = model.decode(*model.encode(batch), model.item_tokens[batch.target, None, :-1])[:, 0, 0]
+    F.nll_loss(model.item_log_probs(first), batch.target).backward()
+    assert (model.item_bias.grad != 0).all()
+    used = torch.unique(model.item_tokens)
+    assert (model.token_emb.weight.grad[used].abs().sum(1) > 0).all()
+    assert model.bos.grad is not None and float(model.bos.grad.abs().sum()) > 0
+
+
 def test_gate_noise_and_dropout_only_in_training(ctx):
     model = build(ctx, dropout=0.0)
     batch = batch_of(ctx)

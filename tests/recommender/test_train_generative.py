@@ -102,3 +102,21 @@ def test_prism_trains_under_torchrun_with_two_processes(run, tmp_path):
     assert "valid" in log["epochs"][1] and (out / "manifest.json").exists()
     assert done.stdout.count("prism: max_epochs") == 1  # the command's summary line, from rank 0 only
     assert 0.0 <= evaluate_run(copy, tiny("prism"))["test"]["recall@10"] <= 1.0  # the checkpoint is the model's
+
+
+def test_item_head_model_trains_and_its_weight_is_part_of_the_evaluation(run):
+    cfg = tiny("prism", item_head=True, item_id_input=True)
+    out = train_run(run, cfg)
+    log = json.loads((out / "train_log.json").read_text())
+    assert out.name == "prism-item-ids-item-head"
+    assert "item" in log["epochs"][0]["loss_parts"] and log["epochs"][1]["loss"] < log["epochs"][0]["loss"]
+    first = evaluate_run(run, cfg)
+    metrics = run / "eval" / out.name / "metrics.json"
+    written = metrics.stat().st_mtime_ns
+    assert evaluate_run(run, cfg) == first and metrics.stat().st_mtime_ns == written   # unchanged: reused
+    # the weight only changes ranking: same checkpoint (no retraining), new evaluation
+    reweighted = dataclasses.replace(cfg.recommender, item_score_weight=0.0)
+    assert train_run(run, dataclasses.replace(cfg, recommender=reweighted)) == out
+    assert json.loads((out / "train_log.json").read_text()) == log
+    evaluate_run(run, reweighted)
+    assert metrics.stat().st_mtime_ns != written

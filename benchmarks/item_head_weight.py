@@ -1,0 +1,113 @@
+"""How much should the item head count? Validation and test metrics of a model trained with
+``recommender.item_head`` for several ``item_score_weight`` values, from one ranking pass.
+
+Ranking ranks the beam's items and the item head's own top items by
+log p_SID + w * log p_item (``IntegratedSemanticRecommender.candidate_scores``). Each user's
+candidates and both score parts are computed once; every weight re-sorts them. w = 0 is the
+SID path alone (over the same candidates), w = inf the item head alone. Pick w on validation;
+the test row of that w is the figure to report.
+
+    python benchmarks/item_head_weight.py runs/beauty --model prism-item-ids-item-head
+    # writes benchmarks/results/item-head-weight-<date>.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmark_io import machine_info, write_results
+from prismrec.config import load_config
+from prismrec.evaluation.evaluator import length_batches
+from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
+from prismrec.recommender.base import Batch
+from prismrec.recommender.registry import model_dir_overrides
+from prismrec.recommender.trainer import load_trained
+
+K = 20
+SPLITS = ("valid", "test")
+
+
+@torch.no_grad()
+def candidate_parts(model, examples, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, C) candidates, SID log-probabilities and item log-probabilities of every example."""
+    model.eval()
+    parts = None
+    for index in tqdm(length_batches(examples.length, batch_size), desc="ranking", unit="batch", leave=False):
+        candidates, sid, item = model.candidate_scores(Batch.from_examples(examples, index, device), K)
+        if item is None:
+            sys.exit("the model has no item head: train it with --set recommender.item_head=true")
+        if parts is None:
+            parts = [np.full((len(examples), candidates.shape[1]), fill, dtype=dtype)
+                     for fill, dtype in ((-1, np.int64), (-np.inf, np.float32), (-np.inf, np.float32))]
+        for array, values in zip(parts, (candidates, sid, item)):
+            array[index] = values.cpu().numpy()
+    return tuple(parts)
+
+
+def ranked_by(candidates: np.ndarray, sid: np.ndarray, item: np.ndarray, weight: float) -> np.ndarray:
+    """Top-K candidates by sid + weight * item (inf: by item, then sid); -1 where none is left."""
+    if np.isinf(weight):   # the item head alone; a candidate the beam duplicated stays out
+        score = np.where(np.isfinite(sid), item, -np.inf) + 1e-6 * np.nan_to_num(sid, neginf=0.0)
+    else:
+        score = sid + weight * item
+    order = np.argsort(-score, axis=1, kind="stable")[:, :K]
+    ranked = np.take_along_axis(candidates, order, 1)
+    return np.where(np.isfinite(np.take_along_axis(score, order, 1)), ranked, -1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--model", required=True, help="model directory name, e.g. prism-item-ids-item-head")
+    parser.add_argument("--weights", default="0,0.25,0.5,1,2,4,inf", help="comma-separated item_score_weight values")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override KEY=VALUE, as the model was trained with; repeatable")
+    parser.add_argument("--out", type=Path, default=None, help="output stem (default: benchmarks/results/...)")
+    args = parser.parse_args()
+    weights = [float(w) for w in args.weights.split(",")]
+
+    cfg = load_config(args.run_dir / "config.yaml", model_dir_overrides(args.model) + args.overrides).recommender
+    model, ctx, _ = load_trained(args.run_dir, cfg, torch.device(args.device))
+    group_of_item = popularity_groups(ctx.data.items["train_count"].to_numpy())
+    results: dict[str, dict] = {}
+    for split in SPLITS:
+        examples = ctx.data.examples(split)
+        parts = candidate_parts(model, examples, cfg.eval_batch_size, args.device)
+        group = group_of_item[examples.target]
+        for weight in weights:
+            positions = target_positions(ranked_by(*parts, weight), examples.target)
+            results.setdefault(str(weight), {})[split] = {
+                "all": metrics_from_positions(positions),
+                **{g: metrics_from_positions(positions[group == i], ks=(10,)) for i, g in enumerate(GROUPS)}}
+        print(f"{split}: ranked", file=sys.stderr)
+
+    best = max(results, key=lambda w: results[w]["valid"]["all"]["ndcg@10"])
+    date = dt.date.today().isoformat()
+    command = "python benchmarks/item_head_weight.py " + " ".join(sys.argv[1:])
+    lines = [f"# Item-head weight, {args.model}, {date}", "", f"`{command}`", "",
+             f"Selected on validation NDCG@10: w = {best}.", "",
+             "| w | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@20 | test N@20 | "
+             + " | ".join(f"test R@10 {g}" for g in GROUPS) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(GROUPS)]
+    for weight, row in results.items():
+        v, t = row["valid"]["all"], row["test"]["all"]
+        mark = " (selected)" if weight == best else ""
+        lines.append(f"| {weight}{mark} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {t['recall@10']:.4f} | "
+                     f"{t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
+                     + " | ".join(f"{row['test'][g]['recall@10']:.4f}" for g in GROUPS) + " |")
+    stem = args.out or Path(__file__).parent / "results" / f"item-head-weight-{date}"
+    write_results(stem, {"date": date, "command": command, "model": args.model, "selected_weight": best,
+                         "machine": machine_info(), "results": results}, lines)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
