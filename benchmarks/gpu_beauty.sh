@@ -35,6 +35,8 @@ BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decode
 GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE $PRECISION}
 # not in the paper: history items also carry an item-id embedding (RecommenderConfig.item_id_input)
 ITEM_IDS="--set recommender.item_id_input=true"
+# not in the paper: an item-level output head beside the SID decoder (RecommenderConfig.item_head)
+ITEM_HEAD="$ITEM_IDS --set recommender.item_head=true"
 # Preflight: the CLI imports, and a few training steps and a ranked slice of validation users
 # run on the device (benchmarks/gpu_preflight.py), so a broken environment or device path costs
 # seconds, not the lease. A missing or too old package is installed from wheels carried in .whl/
@@ -73,6 +75,10 @@ JOBS=(
   "prism-item-ids-seed1|--model prism --seed 1 $ITEM_IDS $GEN"
   "prism-item-ids-seed2|--model prism --seed 2 $ITEM_IDS $GEN"
   "tiger-item-ids|--model tiger --seed 0 $ITEM_IDS $GEN"
+  "prism-item-ids-item-head|--model prism --seed 0 $ITEM_HEAD $GEN"
+  "prism-item-ids-item-head-seed1|--model prism --seed 1 $ITEM_HEAD $GEN"
+  "prism-item-ids-item-head-seed2|--model prism --seed 2 $ITEM_HEAD $GEN"
+  "tiger-item-ids-item-head|--model tiger --seed 0 $ITEM_HEAD $GEN"
 )
 # ONLY="prism tiger ..." runs a subset: each job on the one GPU slows the others
 if [ -n "${ONLY:-}" ]; then
@@ -99,6 +105,12 @@ if [ -n "${RECENT:-}" ]; then
   timeout "${RECENT_SECONDS:-120}" python3 benchmarks/recent_item_value.py "$RUN" "${models[@]}" $GEN --device "$DEVICE" \
     --out "$LOGS/recent-item-value" > "$LOGS/recent.log" 2>&1; tail -n 12 "$LOGS/recent.log"
 fi
+# WEIGHTS="prism-item-ids-item-head ...": validation and test metrics of item-head models for
+# several item_score_weight values, from one ranking pass each (benchmarks/item_head_weight.py)
+for m in ${WEIGHTS:-}; do
+  timeout "${WEIGHTS_SECONDS:-120}" python3 benchmarks/item_head_weight.py "$RUN" --model "$m" $GEN --device "$DEVICE" \
+    --out "$LOGS/item-head-weight-$m" > "$LOGS/weights-$m.log" 2>&1; tail -n 10 "$LOGS/weights-$m.log"
+done
 if [ "${LATENCY_SECONDS:-90}" -gt 0 ]; then
   timeout "${LATENCY_SECONDS:-90}" python3 benchmarks/isr_latency.py --device "$DEVICE" --threads 8 --repeats 3 --latency-repeats 50 \
     --out "$LOGS/isr_latency-gpu.json" > "$LOGS/latency.log" 2>&1; tail -n 15 "$LOGS/latency.log"
