@@ -34,7 +34,8 @@ class RecommenderConfig:
     # the beam's items and the head's own top items by log p_SID + item_score_weight * log p_item:
     # the SID path carries the semantic structure (long-tail items share their siblings' tokens),
     # the item path tells apart siblings, which is where SASRec-CE wins on Beauty. Not in the
-    # paper; off by default. item_score_weight only changes ranking, not training
+    # paper; off by default. item_score_weight only changes ranking (validation during training,
+    # which picks the checkpoint, ranks with the weight set then; benchmarks/item_head_weight.py)
     item_head: bool = False
     item_score_weight: float = 1.0
     # DSI

@@ -51,7 +51,8 @@ SELECT_ON = "ndcg@10"
 CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epochs
 # with replicas, rank 0's clock reaches the others this often (a broadcast is a host sync)
 SYNC_STEPS = 20
-# fields that change how the model is trained; device, budgets and eval batch size do not.
+# fields that change how the model is trained; device, budgets, eval batch size and the item
+# head's ranking weight do not.
 # schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
 NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes",
