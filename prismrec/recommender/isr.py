@@ -281,6 +281,10 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         weight = self.token_emb.weight[start:stop]
         return F.linear(out * self.cfg.d_model ** -0.5, weight, self.head_bias[d])
 
+    def first_output(self, memory, memory_pad: torch.Tensor) -> torch.Tensor:
+        """(B, d) decoder output o_0 at BOS (nothing generated yet): what the item head reads."""
+        return self.decode(memory, memory_pad, memory_pad.new_zeros(len(memory_pad), 1, 0, dtype=torch.long))[:, 0, 0]
+
     def item_log_probs(self, first: torch.Tensor) -> torch.Tensor:
         """Item head: (B, num_items) log-softmax over the catalog for first decoder outputs o_0 (B, d).
 
@@ -360,16 +364,21 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         memory_kv = self.decoder.memory_kv(memory)  # projected once, read at every step
         offsets = self.item_tokens[0] - self.trie.codes[0]
 
+        first = []   # o_0 of the first step (one empty prefix per user): the item head reads it too
+
         def step_logits(tokens: torch.Tensor, d: int) -> torch.Tensor:
             # the encoder ran once per user; all W beams of a user read that memory
-            return self.logits(self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1], d)
+            out = self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1]
+            if d == 0:
+                first.append(out[:, 0])
+            return self.logits(out, d)
 
         temperature = self.temperature if self.cfg.use_ats else None
         width = max(self.cfg.beam_size, k)
         items, scores = beam_search(step_logits, self.trie, len(memory), width, temperature)
         if self.item_bias is None:
             return items, scores, None
-        item_logp = self.item_log_probs(self.decode(memory_kv, pad, items.new_empty(len(items), 1, 0))[:, 0, 0])
+        item_logp = self.item_log_probs(first[0])
         extra = item_logp.topk(min(width, item_logp.shape[1]), dim=1).indices
         candidates = torch.cat([items, extra], 1)
         sid = torch.cat([scores, self.sid_log_probs(memory_kv, pad, extra)], 1)
@@ -388,6 +397,6 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         memory, pad = self.encode(batch)
         scores = self.sid_log_probs(memory, pad, candidates)
         if self.item_bias is not None:
-            first = self.decode(memory, pad, candidates.new_empty(len(candidates), 1, 0))[:, 0, 0]
-            scores = scores + self.cfg.item_score_weight * self.item_log_probs(first).gather(1, candidates)
+            item_logp = self.item_log_probs(self.first_output(memory, pad))
+            scores = scores + self.cfg.item_score_weight * item_logp.gather(1, candidates)
         return scores

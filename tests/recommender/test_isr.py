@@ -367,7 +367,7 @@ def test_item_head_ranking_equals_exhaustive_combined_scoring(ctx, weight):
     # the combined score is the SID log-probability plus the weighted item log-probability
     memory, pad = model.encode(batch)
     sid = model.sid_log_probs(memory, pad, every_item)
-    first = model.decode(memory, pad, every_item.new_empty(len(every_item), 1, 0))[:, 0, 0]
+    first = model.first_output(memory, pad)
     item = model.item_log_probs(first)
     assert torch.allclose(item.exp().sum(1), torch.ones(len(batch.target)), atol=1e-4)
     assert torch.allclose(exhaustive, sid + weight * item, atol=1e-4)
@@ -380,7 +380,7 @@ def test_item_head_with_a_narrow_beam_adds_the_heads_own_top_items(ctx):
     assert_valid_ranking(items, scores, ctx.num_items)
     assert torch.allclose(scores, model.score_items(batch, items), atol=1e-4)
     memory, pad = model.encode(batch)
-    first = model.decode(memory, pad, items.new_empty(len(items), 1, 0))[:, 0, 0]
+    first = model.first_output(memory, pad)
     favourite = model.item_log_probs(first).argmax(1, keepdim=True)
     plain = build(ctx, item_id_input=True, beam_size=3).eval()
     plain.load_state_dict({n: v for n, v in model.state_dict().items() if n != "item_bias"})
