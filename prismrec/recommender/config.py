@@ -28,6 +28,11 @@ class RecommenderConfig:
     # lead on Beauty from the most recent item, benchmarks/results/recent-item-value-*). Starts at
     # zero, so an item never trained keeps the paper's representation. Not in the paper; off by default
     item_id_input: bool = False
+    # initial standard deviation of those item-id embeddings; 0 = zeros (the paper's representation
+    # at the start). With item_head they are also the item's own share of its output vector: started
+    # at zero they stay small against the SID token embeddings (init N(0, 1)), so items that share
+    # SID tokens stay hard to tell apart (benchmarks/results/beauty-cpu-item-emb-std-*)
+    item_emb_std: float = 0.0
     # item-level output head: the decoder's first output o_0 also scores every item against the
     # item's output vector (the mean of its SID token embeddings, plus its item-id embedding with
     # item_id_input), trained with a full-softmax cross-entropy beside Eq. 17. Ranking re-scores

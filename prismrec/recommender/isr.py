@@ -162,8 +162,13 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         self.time_emb = nn.Embedding(num_time_buckets, d)  # P_time
         self.item_emb = None
         if cfg.item_id_input:  # not in the paper (RecommenderConfig.item_id_input)
+            if cfg.item_emb_std < 0:
+                raise PrismrecError(f"recommender.item_emb_std: expected a standard deviation >= 0, got {cfg.item_emb_std}")
             self.item_emb = nn.Embedding(num_items, d)
-            nn.init.zeros_(self.item_emb.weight)
+            if cfg.item_emb_std > 0:
+                nn.init.normal_(self.item_emb.weight, std=cfg.item_emb_std)
+            else:  # zeros_ draws no random numbers: earlier seeded runs initialise as before
+                nn.init.zeros_(self.item_emb.weight)
         self.dsi = None
         if cfg.use_dsi:
             if content is None or collab is None:

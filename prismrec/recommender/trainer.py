@@ -58,7 +58,8 @@ SYNC_STEPS = 20
 NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes",
                          "item_score_weight")
 # options added after runs were trained, with their off value (artifacts.fingerprint_settings)
-ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False, "item_head": False}
+ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False, "item_head": False,
+                 "item_emb_std": 0.0}
 
 
 def seed_everything(seed: int) -> None:

@@ -345,6 +345,16 @@ def test_item_id_input_tells_apart_the_history_items_and_trains_only_theirs(ctx)
     assert set(grad_rows.tolist()) == set(batch.history[batch.history >= 0].tolist())
 
 
+def test_item_emb_std_sets_the_item_id_embeddings_start(ctx):
+    torch.manual_seed(0)
+    model = build(ctx, item_id_input=True, item_emb_std=0.5)
+    std = float(model.item_emb.weight.std())
+    assert 0.45 < std < 0.55
+    assert float(build(ctx, item_id_input=True).item_emb.weight.abs().sum()) == 0   # default: zeros
+    with pytest.raises(PrismrecError, match="item_emb_std"):
+        build(ctx, item_id_input=True, item_emb_std=-1.0)
+
+
 def trained_item_head(ctx, **overrides) -> IntegratedSemanticRecommender:
     model = build(ctx, item_head=True, item_id_input=True, **overrides).eval()
     with torch.no_grad():   # trained-looking item tables, not their zero start
