@@ -2,7 +2,8 @@
 
 Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
-``pop``, with ``-tied`` for tied output heads, ``-item-ids`` for item-id inputs, ``-sids-<stage>`` for SIDs of another tokenizer
+``pop``, with ``-tied`` for tied output heads, ``-item-ids`` for item-id inputs, ``-item-head`` for the item
+head, ``-item-std<value>`` for item-id embeddings started from N(0, value), ``-sids-<stage>`` for SIDs of another tokenizer
 stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``) and ``-seed{N}``
 appended when the seed is not 0.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+import re
 
 from prismrec.artifacts import stage_fingerprint
 from prismrec.errors import PrismrecError
@@ -57,6 +60,8 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
                         if not on)
     if cfg.model in SID_VARIANT:
         name += "".join(f"-{suffix}" for suffix, field in FLAG_SUFFIXES if getattr(cfg, field))
+        if cfg.item_id_input and cfg.item_emb_std > 0:
+            name += f"-item-std{cfg.item_emb_std:g}"
         stage = sid_stage(cfg)
         name += "" if stage == SID_VARIANT[cfg.model] else "-sids-" + _sid_suffix(stage)
     if cfg.seed != 0:
@@ -70,6 +75,9 @@ def model_dir_overrides(name: str) -> list[str]:
     heads, item-id inputs, SIDs of tokenizer-prism-no-acd, seed 1."""
     name, _, seed = name.partition("-seed")
     name, _, sids = name.partition("-sids-")
+    std = re.fullmatch(r"(.*)-item-std([0-9.]+(?:e[-+]?[0-9]+)?)", name)
+    if std:
+        name = std.group(1)
     flags = []
     for suffix, field in reversed(FLAG_SUFFIXES):
         if name.endswith(f"-{suffix}"):
@@ -78,6 +86,7 @@ def model_dir_overrides(name: str) -> list[str]:
     model, *removed = name.split("-no-")
     stage = "tokenizer" if sids == "prism" else f"tokenizer-{sids}"
     return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed] + flags
+            + ([f"recommender.item_emb_std={std.group(2)}"] if std else [])
             + ([f"recommender.sid_stage={stage}"] if sids else [])
             + ([f"recommender.seed={seed}"] if seed else []))
 

@@ -28,6 +28,8 @@ def test_model_directory_names():
     assert model_dir_name(cfg(model="sasrec", item_id_input=True)) == "sasrec"  # it reads item ids anyway
     assert model_dir_name(cfg(item_id_input=True, item_head=True, seed=1)) == "prism-item-ids-item-head-seed1"
     assert model_dir_name(cfg(model="sasrec", item_head=True)) == "sasrec"     # it is all item head
+    assert model_dir_name(cfg(item_id_input=True, item_head=True, item_emb_std=1.0)) == "prism-item-ids-item-head-item-std1"
+    assert model_dir_name(cfg(item_emb_std=1.0)) == "prism"                   # no item-id embeddings to start
     assert model_dir_name(cfg(sid_stage="tokenizer-prism-no-acd-dir")) == "prism-sids-prism-no-acd-dir"
     assert model_dir_name(cfg(sid_stage="tokenizer")) == "prism"             # its own SIDs, named as such
     assert model_dir_name(cfg(model="tiger", sid_stage="tokenizer")) == "tiger-sids-prism"
@@ -45,7 +47,9 @@ def test_model_directory_names_round_trip_through_their_overrides():
               cfg(item_id_input=True, tie_heads=True, sid_stage="tokenizer-tiger", seed=3),
               cfg(model="tiger", item_id_input=True),
               cfg(model="tiger", item_head=True, sid_stage="tokenizer", tie_heads=True),
-              cfg(model="tiger", sid_stage="tokenizer")):
+              cfg(model="tiger", sid_stage="tokenizer"),
+              cfg(item_id_input=True, item_head=True, item_emb_std=0.25, sid_stage="tokenizer-tiger", seed=2),
+              cfg(model="tiger", item_id_input=True, item_emb_std=1e-5)):
         name = model_dir_name(c)
         parsed = apply_overrides(PipelineConfig(), model_dir_overrides(name)).recommender
         assert model_dir_name(parsed) == name
