@@ -162,6 +162,7 @@ def build_stage(
     config: Any,
     inputs: dict[str, str],
     extra: dict[str, Any] | None = None,
+    started: float | None = None,
 ) -> Iterator[Path]:
     """Build a stage directory atomically.
 
@@ -169,13 +170,14 @@ def build_stage(
     On success a manifest is added and the directory replaces ``final``; on any
     exception the temporary directory is removed and ``final`` is untouched.
     ``inputs`` maps input names to fingerprints (see ``file_fingerprint`` /
-    ``stage_fingerprint``).
+    ``stage_fingerprint``). ``started``: ``time.time()`` when the stage's work began, for the
+    manifest's ``wall_seconds`` (default: entering the block, right for a stage computed inside it).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
-    start = time.time()
+    start = time.time() if started is None else started
     try:
         yield tmp
         write_json(tmp / MANIFEST, stage_manifest(final.name, config, inputs, start, **(extra or {})))

@@ -71,3 +71,14 @@ def test_added_options_enter_the_fingerprint_only_when_switched_on():
     assert stage_fingerprint_for(fingerprint_settings(After(device="cuda"), ("device",), {"new_option": False}), {}) == old
     assert stage_fingerprint_for(fingerprint_settings(After(new_option=True), ("device",), {"new_option": False}), {}) != old
     assert stage_fingerprint_for(fingerprint_settings(After(width=5), ("device",), {"new_option": False}), {}) != old
+
+
+def test_wall_seconds_count_from_when_the_stage_work_began(tmp_path):
+    import time
+
+    with build_stage(tmp_path / "computed_before", config={}, inputs={}, started=time.time() - 100):
+        pass
+    with build_stage(tmp_path / "computed_inside", config={}, inputs={}):
+        pass
+    assert read_json(tmp_path / "computed_before" / "manifest.json")["wall_seconds"] >= 100
+    assert read_json(tmp_path / "computed_inside" / "manifest.json")["wall_seconds"] < 100

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -241,10 +242,12 @@ def prepare_dataset(source: str, out: str | Path, cfg: DataConfig, force: bool =
             log.info("%s is up to date (same inputs and config); use --force to recompute", stage)
             return out
         log.info("reading %s", ", ".join(str(p) for p in files.values()))
+        started = time.time()
         raw = read_source(source, paths)
         items, sequences, tags, report = build_tables(raw, cfg)
         del raw
-        with build_stage(stage, config=config, inputs=inputs, extra={"report": report}) as tmp:
+        with build_stage(stage, config=config, inputs=inputs, extra={"report": report},
+                         started=started) as tmp:
             write_prepared(tmp, items, sequences, tags)
         log.info("prepared %d users, %d items, %d interactions -> %s", len(sequences), len(items),
                  int(items["train_count"].sum()) + 2 * len(sequences), stage)

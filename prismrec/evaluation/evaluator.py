@@ -94,7 +94,7 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
         "parameters": model.num_parameters(),
         "seconds": round(time.time() - start, 2),
     }
-    with build_stage(final, config=settings, inputs=inputs) as stage:
+    with build_stage(final, config=settings, inputs=inputs, started=start) as stage:
         write_json(stage / "metrics.json", results)
         write_text(stage / "metrics.md", markdown_table(results, title=f"{name} (epoch {checkpoint.get('epoch')})"))
     return results

@@ -88,7 +88,7 @@ def build_features(run_dir: Path, cfg: FeatureConfig, force: bool = False) -> Pa
     summary = {"encoder": cfg.encoder, "encode_precision": precision, "content_dim": int(content.shape[1]),
                "encode_seconds": round(encode_seconds, 2), "training_pairs": int(len(inter.train_users)),
                **gcn.summary(cfg.gcn_topk)}
-    with build_stage(final, config=config, inputs=inputs,
+    with build_stage(final, config=config, inputs=inputs, started=started,
                      extra={"lightgcn": {k: v for k, v in summary.items() if k != "curve"}}) as stage:
         write_features(stage, features)
         write_json(stage / "lightgcn.json", summary)
