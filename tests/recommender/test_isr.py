@@ -326,7 +326,7 @@ def test_item_id_input_tells_apart_the_history_items_and_trains_only_theirs(ctx)
     assert build(ctx).item_emb is None   # off by default: the paper's input embedding
     batch = batch_of(ctx, size=4)
     # zero at the start: the encoder input is the paper's Eq. 10 until the embeddings train
-    assert float(model.item_emb.weight.abs().sum()) == 0
+    assert float(model.item_emb.weight.detach().abs().sum()) == 0
     memory, pad = model.encode(batch)
     real = ~pad[0]   # padding slots read item 0's rows; nothing attends to them
     in_history = batch.history[0][batch.history[0] >= 0]
@@ -348,9 +348,9 @@ def test_item_id_input_tells_apart_the_history_items_and_trains_only_theirs(ctx)
 def test_item_emb_std_sets_the_item_id_embeddings_start(ctx):
     torch.manual_seed(0)
     model = build(ctx, item_id_input=True, item_emb_std=0.5)
-    std = float(model.item_emb.weight.std())
+    std = float(model.item_emb.weight.detach().std())
     assert 0.45 < std < 0.55
-    assert float(build(ctx, item_id_input=True).item_emb.weight.abs().sum()) == 0   # default: zeros
+    assert float(build(ctx, item_id_input=True).item_emb.weight.detach().abs().sum()) == 0   # default: zeros
     with pytest.raises(PrismrecError, match="item_emb_std"):
         build(ctx, item_id_input=True, item_emb_std=-1.0)
 
