@@ -11,9 +11,8 @@ appended when the seed is not 0.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 from prismrec.artifacts import stage_fingerprint
 from prismrec.errors import PrismrecError
