@@ -33,6 +33,12 @@ class RecommenderConfig:
     # at zero they stay small against the SID token embeddings (init N(0, 1)), so items that share
     # SID tokens stay hard to tell apart (benchmarks/results/beauty-cpu-item-emb-std-*)
     item_emb_std: float = 0.0
+    # the item-id embeddings enter the model multiplied by this factor (input and item head). Under
+    # Adam a parameter moves about lr per step whatever its gradient's size, so the factor is the
+    # item ids' own learning-rate multiplier: at 1 an item's row stays small against the SID token
+    # embeddings (norm ~11) it is added to, at sqrt(d_model) it can catch up within an epoch, as
+    # SASRec's input embeddings (scaled by sqrt(dim)) do. Not in the paper; 1 by default
+    item_emb_scale: float = 1.0
     # item-level output head: the decoder's first output o_0 also scores every item against the
     # item's output vector (the mean of its SID token embeddings, plus its item-id embedding with
     # item_id_input), trained with a full-softmax cross-entropy beside Eq. 17. Ranking re-scores

@@ -164,6 +164,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         if cfg.item_id_input:  # not in the paper (RecommenderConfig.item_id_input)
             if cfg.item_emb_std < 0:
                 raise PrismrecError(f"recommender.item_emb_std: expected a standard deviation >= 0, got {cfg.item_emb_std}")
+            if not cfg.item_emb_scale > 0:
+                raise PrismrecError(f"recommender.item_emb_scale: expected a factor > 0, got {cfg.item_emb_scale}")
             self.item_emb = nn.Embedding(num_items, d)
             if cfg.item_emb_std > 0:
                 nn.init.normal_(self.item_emb.weight, std=cfg.item_emb_std)
@@ -252,7 +254,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
              + self.depth_emb.weight[None, None]
              + self.time_emb(batch.time_bucket.clamp(0, self.num_time_buckets - 1))[:, :, None])
         if self.item_emb is not None:
-            e = e + self.item_emb(items)[:, :, None]
+            e = e + self.cfg.item_emb_scale * self.item_emb(items)[:, :, None]
         if self.dsi is not None:
             e = self.dsi(e, self.item_content[items], self.item_collab[items], self.item_q[items])
         pad = (history < 0).repeat_interleave(self.depth, dim=1)
@@ -298,7 +300,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         """
         vectors = self.token_emb(self.item_tokens).mean(1)
         if self.item_emb is not None:
-            vectors = vectors + self.item_emb.weight
+            vectors = vectors + self.cfg.item_emb_scale * self.item_emb.weight
         return F.linear(first * self.cfg.d_model ** -0.5, vectors, self.item_bias).float().log_softmax(-1)
 
     def sid_log_probs(self, memory, memory_pad: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

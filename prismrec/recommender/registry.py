@@ -3,7 +3,8 @@
 Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
 ``pop``, with ``-tied`` for tied output heads, ``-item-ids`` for item-id inputs, ``-item-head`` for the item
-head, ``-item-std<value>`` for item-id embeddings started from N(0, value), ``-sids-<stage>`` for SIDs of another tokenizer
+head, ``-item-std<value>`` for item-id embeddings started from N(0, value), ``-item-scale<value>`` for
+item-id embeddings scaled by value, ``-sids-<stage>`` for SIDs of another tokenizer
 stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``) and ``-seed{N}``
 appended when the seed is not 0.
 """
@@ -23,6 +24,8 @@ MODEL_NAMES = ("prism", "tiger", "sasrec", "pop")
 SID_VARIANT = {"prism": "tokenizer", "tiger": "tokenizer-tiger"}
 # on/off variants of a generative model: (suffix in model directory names, config field), in name order
 FLAG_SUFFIXES = (("tied", "tie_heads"), ("item-ids", "item_id_input"), ("item-head", "item_head"))
+# numeric settings of the item-id embeddings: (suffix, field, value that adds no suffix)
+ITEM_ID_SUFFIXES = (("item-std", "item_emb_std", 0.0), ("item-scale", "item_emb_scale", 1.0))
 
 
 def check_model(cfg: RecommenderConfig) -> None:
@@ -59,8 +62,9 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
                         if not on)
     if cfg.model in SID_VARIANT:
         name += "".join(f"-{suffix}" for suffix, field in FLAG_SUFFIXES if getattr(cfg, field))
-        if cfg.item_id_input and cfg.item_emb_std > 0:
-            name += f"-item-std{cfg.item_emb_std:g}"
+        if cfg.item_id_input:
+            name += "".join(f"-{suffix}{getattr(cfg, field):g}" for suffix, field, off in ITEM_ID_SUFFIXES
+                            if getattr(cfg, field) != off)
         stage = sid_stage(cfg)
         name += "" if stage == SID_VARIANT[cfg.model] else "-sids-" + _sid_suffix(stage)
     if cfg.seed != 0:
@@ -74,9 +78,12 @@ def model_dir_overrides(name: str) -> list[str]:
     heads, item-id inputs, SIDs of tokenizer-prism-no-acd, seed 1."""
     name, _, seed = name.partition("-seed")
     name, _, sids = name.partition("-sids-")
-    std = re.fullmatch(r"(.*)-item-std([0-9.]+(?:e[-+]?[0-9]+)?)", name)
-    if std:
-        name = std.group(1)
+    values = []
+    for suffix, field, _ in reversed(ITEM_ID_SUFFIXES):
+        match = re.fullmatch(rf"(.*)-{suffix}([0-9.]+(?:e[-+]?[0-9]+)?)", name)
+        if match:
+            name = match.group(1)
+            values.insert(0, f"recommender.{field}={match.group(2)}")
     flags = []
     for suffix, field in reversed(FLAG_SUFFIXES):
         if name.endswith(f"-{suffix}"):
@@ -85,7 +92,7 @@ def model_dir_overrides(name: str) -> list[str]:
     model, *removed = name.split("-no-")
     stage = "tokenizer" if sids == "prism" else f"tokenizer-{sids}"
     return ([f"recommender.model={model}"] + [f"recommender.use_{m}=false" for m in removed] + flags
-            + ([f"recommender.item_emb_std={std.group(2)}"] if std else [])
+            + values
             + ([f"recommender.sid_stage={stage}"] if sids else [])
             + ([f"recommender.seed={seed}"] if seed else []))
 

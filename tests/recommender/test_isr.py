@@ -355,6 +355,27 @@ def test_item_emb_std_sets_the_item_id_embeddings_start(ctx):
         build(ctx, item_id_input=True, item_emb_std=-1.0)
 
 
+def test_item_emb_scale_multiplies_the_item_ids_wherever_they_enter(ctx):
+    # scale c on rows w is the model with scale 1 on rows c * w (input and item head alike),
+    # and the rows' gradient is c times as large: under Adam, c multiplies their learning rate
+    scaled = build(ctx, item_id_input=True, item_head=True, item_emb_scale=4.0, dropout=0.0).eval()
+    plain = build(ctx, item_id_input=True, item_head=True, dropout=0.0).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(scaled.item_emb.weight, std=0.1)
+    plain.load_state_dict(scaled.state_dict())
+    with torch.no_grad():
+        plain.item_emb.weight.mul_(4.0)
+    batch = batch_of(ctx, size=8)
+    a, b = scaled.calculate_loss(batch), plain.calculate_loss(batch)
+    assert torch.allclose(a["item"], b["item"], atol=1e-5) and torch.allclose(a["gen"], b["gen"], atol=1e-5)
+    a["loss"].backward()
+    b["loss"].backward()
+    assert torch.allclose(scaled.item_emb.weight.grad, 4.0 * plain.item_emb.weight.grad, atol=1e-6)
+    assert float(plain.item_emb.weight.grad.abs().sum()) > 0
+    with pytest.raises(PrismrecError, match="item_emb_scale"):
+        build(ctx, item_id_input=True, item_emb_scale=0.0)
+
+
 def trained_item_head(ctx, **overrides) -> IntegratedSemanticRecommender:
     model = build(ctx, item_head=True, item_id_input=True, **overrides).eval()
     with torch.no_grad():   # trained-looking item tables, not their zero start
