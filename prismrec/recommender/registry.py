@@ -24,8 +24,9 @@ MODEL_NAMES = ("prism", "tiger", "sasrec", "pop")
 SID_VARIANT = {"prism": "tokenizer", "tiger": "tokenizer-tiger"}
 # on/off variants of a generative model: (suffix in model directory names, config field), in name order
 FLAG_SUFFIXES = (("tied", "tie_heads"), ("item-ids", "item_id_input"), ("item-head", "item_head"))
-# numeric settings of the item-id embeddings: (suffix, field, value that adds no suffix)
-ITEM_ID_SUFFIXES = (("item-std", "item_emb_std", 0.0), ("item-scale", "item_emb_scale", 1.0))
+# numeric settings of the item-id embeddings: (suffix, field), named only away from their default
+ITEM_ID_SUFFIXES = (("item-std", "item_emb_std"), ("item-scale", "item_emb_scale"))
+DEFAULTS = RecommenderConfig()
 
 
 def check_model(cfg: RecommenderConfig) -> None:
@@ -63,8 +64,8 @@ def model_dir_name(cfg: RecommenderConfig) -> str:
     if cfg.model in SID_VARIANT:
         name += "".join(f"-{suffix}" for suffix, field in FLAG_SUFFIXES if getattr(cfg, field))
         if cfg.item_id_input:
-            name += "".join(f"-{suffix}{getattr(cfg, field):g}" for suffix, field, off in ITEM_ID_SUFFIXES
-                            if getattr(cfg, field) != off)
+            name += "".join(f"-{suffix}{getattr(cfg, field):g}" for suffix, field in ITEM_ID_SUFFIXES
+                            if getattr(cfg, field) != getattr(DEFAULTS, field))
         stage = sid_stage(cfg)
         name += "" if stage == SID_VARIANT[cfg.model] else "-sids-" + _sid_suffix(stage)
     if cfg.seed != 0:
@@ -79,7 +80,7 @@ def model_dir_overrides(name: str) -> list[str]:
     name, _, seed = name.partition("-seed")
     name, _, sids = name.partition("-sids-")
     values = []
-    for suffix, field, _ in reversed(ITEM_ID_SUFFIXES):
+    for suffix, field in reversed(ITEM_ID_SUFFIXES):
         match = re.fullmatch(rf"(.*)-{suffix}([0-9.]+(?:e[-+]?[0-9]+)?)", name)
         if match:
             name = match.group(1)
