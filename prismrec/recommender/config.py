@@ -41,6 +41,11 @@ class RecommenderConfig:
     # R@10 / N@10 by 13% / 20% with the item head (benchmarks/results/beauty-cpu-item-emb-scale-*).
     # Not in the paper; 1 by default (the paper has no item ids)
     item_emb_scale: float = 1.0
+    # share of history positions whose item-id embedding is dropped in training (whole rows, the
+    # kept ones scaled by 1 / (1 - p)): those positions are read from their SID tokens alone, as
+    # items whose id rows are barely trained (rare items) always are. A regulariser for large
+    # item_emb_scale, which over-fits on Beauty (C = 32 peaks at epoch 8). 0 = off, the default
+    item_id_dropout: float = 0.0
     # item-level output head: the decoder's first output o_0 also scores every item against the
     # item's output vector (the mean of its SID token embeddings, plus its item-id embedding with
     # item_id_input), trained with a full-softmax cross-entropy beside Eq. 17. Ranking re-scores

@@ -166,6 +166,9 @@ class IntegratedSemanticRecommender(SequentialRecommender):
                 raise PrismrecError(f"recommender.item_emb_std: expected a standard deviation >= 0, got {cfg.item_emb_std}")
             if not cfg.item_emb_scale > 0:
                 raise PrismrecError(f"recommender.item_emb_scale: expected a factor > 0, got {cfg.item_emb_scale}")
+            if not 0 <= cfg.item_id_dropout < 1:
+                raise PrismrecError(f"recommender.item_id_dropout: expected a probability in [0, 1), "
+                                    f"got {cfg.item_id_dropout}")
             self.item_emb = nn.Embedding(num_items, d)
             if cfg.item_emb_std > 0:
                 nn.init.normal_(self.item_emb.weight, std=cfg.item_emb_std)
@@ -254,7 +257,10 @@ class IntegratedSemanticRecommender(SequentialRecommender):
              + self.depth_emb.weight[None, None]
              + self.time_emb(batch.time_bucket.clamp(0, self.num_time_buckets - 1))[:, :, None])
         if self.item_emb is not None:
-            e = e + self.cfg.item_emb_scale * self.item_emb(items)[:, :, None]
+            ids = self.item_emb(items)
+            if self.training and self.cfg.item_id_dropout > 0:  # whole rows (RecommenderConfig.item_id_dropout)
+                ids = ids * F.dropout(ids.new_ones(B, S, 1), self.cfg.item_id_dropout)
+            e = e + self.cfg.item_emb_scale * ids[:, :, None]
         if self.dsi is not None:
             e = self.dsi(e, self.item_content[items], self.item_collab[items], self.item_q[items])
         pad = (history < 0).repeat_interleave(self.depth, dim=1)

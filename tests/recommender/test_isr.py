@@ -376,6 +376,35 @@ def test_item_emb_scale_multiplies_the_item_ids_wherever_they_enter(ctx):
         build(ctx, item_id_input=True, item_emb_scale=0.0)
 
 
+def test_item_id_dropout_drops_whole_rows_in_training_only(ctx):
+    # the dropped share of history positions carries no item-id gradient; the kept rows are
+    # scaled by 1 / (1 - p); evaluation sees every row, unscaled
+    p = 0.5
+    model = build(ctx, item_id_input=True, item_id_dropout=p, dropout=0.0)
+    plain = build(ctx, item_id_input=True, dropout=0.0)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.item_emb.weight, std=0.1)
+    plain.load_state_dict(model.state_dict())
+    batch = batch_of(ctx, size=16)
+    model.eval(), plain.eval()
+    assert torch.equal(model.encode(batch)[0], plain.encode(batch)[0])
+    model.train()
+    torch.manual_seed(0)
+    model.item_emb.weight.retain_grad()
+    captured = []
+    hook = model.item_emb.register_forward_hook(lambda m, i, out: captured.append(out) or out.retain_grad())
+    model.encode(batch)[0].sum().backward()
+    hook.remove()
+    grad = captured[0].grad                                           # (B, S, d) per history position
+    real = batch.history >= 0
+    dropped = (grad.abs().sum(-1) == 0) & real
+    share = float(dropped.sum()) / float(real.sum())
+    assert 0.3 < share < 0.7                                          # about p of the real positions
+    assert bool((grad.abs().sum(-1) > 0)[real & ~dropped].all())
+    with pytest.raises(PrismrecError, match="item_id_dropout"):
+        build(ctx, item_id_input=True, item_id_dropout=1.0)
+
+
 def trained_item_head(ctx, **overrides) -> IntegratedSemanticRecommender:
     model = build(ctx, item_head=True, item_id_input=True, **overrides).eval()
     with torch.no_grad():   # trained-looking item tables, not their zero start
