@@ -6,6 +6,7 @@ once, here, at the selected (best-validation) checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 from prismrec.artifacts import (build_stage, file_fingerprint, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
                                 write_json, write_text)
 from prismrec.data.dataset import Examples
-from prismrec.evaluation.metrics import (GROUPS, KS, group_metrics, markdown_table, metrics_from_positions,
+from prismrec.evaluation.metrics import (GROUPS, KS, SELECT_ON, group_metrics, markdown_table, metrics_from_positions,
                                          popularity_groups, target_positions)
 from prismrec.recommender.base import Batch, SequentialRecommender
 
@@ -46,6 +47,35 @@ def rank_examples(model: SequentialRecommender, examples: Examples, k: int = max
     return ranked
 
 
+@torch.no_grad()
+def rank_examples_by_weight(model: SequentialRecommender, examples: Examples, rcfg, k: int = max(KS),
+                            batch_size: int = 512, device: torch.device | str = "cpu",
+                            progress: bool = False) -> dict[float | None, np.ndarray]:
+    """``rank_examples`` for every weight of ``rcfg.item_score_weights`` from one candidate pass
+    (a model with the item head); else ``{None: rank_examples(...)}``."""
+    from prismrec.recommender.isr import rank_candidates
+
+    if not (rcfg.item_score_weights and getattr(model, "has_item_head", False)):
+        return {None: rank_examples(model, examples, k, batch_size, device, progress)}
+    was_training = model.training
+    model.eval()
+    ranked = {w: np.full((len(examples), k), -1, dtype=np.int64) for w in rcfg.item_score_weights}
+    batches = length_batches(examples.length, batch_size)
+    for index in tqdm(batches, desc="ranking", unit="batch", disable=None if progress else True, leave=False):
+        parts = model.candidate_scores(Batch.from_examples(examples, index, device), k)
+        for weight, out in ranked.items():
+            out[index] = rank_candidates(*parts, weight, k)[0].cpu().numpy()
+    model.train(was_training)
+    return ranked
+
+
+def best_weight_metrics(results: dict[float | None, dict[str, float]]) -> dict[str, float]:
+    """Metrics of the weight with the best validation score (the first on a tie), the weight under
+    ``item_score_weight``; the metrics alone for the key None (no item head)."""
+    best = max(results, key=lambda w: results[w][SELECT_ON])
+    return results[best] if best is None else {**results[best], "item_score_weight": best}
+
+
 def evaluate_examples(model: SequentialRecommender, examples: Examples, **kwargs) -> dict[str, float]:
     """Recall@K / NDCG@K over all examples of a split."""
     return metrics_from_positions(target_positions(rank_examples(model, examples, **kwargs), examples.target))
@@ -67,7 +97,8 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     final = run_dir / "eval" / name
     settings = {"ks": list(KS), "eval_batch_size": rcfg.eval_batch_size, "beam_size": rcfg.beam_size}
     if rcfg.item_head:
-        settings["item_score_weight"] = rcfg.item_score_weight
+        settings.update({"item_score_weights": rcfg.item_score_weights} if rcfg.item_score_weights
+                        else {"item_score_weight": rcfg.item_score_weight})
     # the checkpoint's bytes too: a resumed training run keeps its config but may select a new best
     inputs = {"model": stage_fingerprint(model_stage), "checkpoint": file_fingerprint(model_stage / "best.pt")}
     if not force and is_current(final, stage_fingerprint_for(settings, inputs)):
@@ -79,9 +110,14 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     start = time.time()
     kwargs = dict(batch_size=rcfg.eval_batch_size, device=device, progress=True)
     test = ctx.data.examples("test")
+    valid_examples = ctx.data.examples("valid")
     with mixed_precision(device, rcfg.amp, rcfg.amp_cpu):
+        # the item head's weight is picked on validation, as the checkpoint was; test is ranked once
+        valid = best_weight_metrics({w: metrics_from_positions(target_positions(r, valid_examples.target))
+                                     for w, r in rank_examples_by_weight(model, valid_examples, rcfg, **kwargs).items()})
+        if "item_score_weight" in valid:
+            model.cfg = dataclasses.replace(model.cfg, item_score_weight=valid.pop("item_score_weight"))
         test_positions = target_positions(rank_examples(model, test, **kwargs), test.target)
-        valid = evaluate_examples(model, ctx.data.examples("valid"), **kwargs)
     item_group = popularity_groups(ctx.data.items["train_count"].to_numpy())
     results = {
         "model": name,
@@ -91,10 +127,17 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
         "users": int(len(test)),
         "group_users": {g: int((item_group[test.target] == i).sum()) for i, g in enumerate(GROUPS)},
         "checkpoint_epoch": checkpoint.get("epoch"),
+        **({"item_score_weight": model.cfg.item_score_weight} if getattr(model, "has_item_head", False) else {}),
         "parameters": model.num_parameters(),
         "seconds": round(time.time() - start, 2),
     }
     with build_stage(final, config=settings, inputs=inputs, started=start) as stage:
         write_json(stage / "metrics.json", results)
-        write_text(stage / "metrics.md", markdown_table(results, title=f"{name} (epoch {checkpoint.get('epoch')})"))
+        write_text(stage / "metrics.md", markdown_table(results, title=results_title(results)))
     return results
+
+
+def results_title(results: dict) -> str:
+    """``prism (epoch 12, item-head weight 4)``: the model, its checkpoint and ranking weight."""
+    weight = f", item-head weight {results['item_score_weight']:g}" if "item_score_weight" in results else ""
+    return f"{results['model']} (epoch {results.get('checkpoint_epoch')}{weight})"

@@ -60,12 +60,12 @@ def register(app: typer.Typer) -> None:
                  no_ats: NoAts = False, seed: SeedOption = None, device: DeviceOption = None,
                  config: ConfigOption = None, set_: SetOption = None, force: ForceOption = False) -> None:
         """Score the selected checkpoint on the test set once; write RUN_DIR/eval/<model>/metrics.{json,md}."""
-        from prismrec.evaluation.evaluator import evaluate_run
+        from prismrec.evaluation.evaluator import evaluate_run, results_title
         from prismrec.evaluation.metrics import markdown_table
 
         cfg = resolve(run_dir, config, set_, model, no_dsi, no_ssa, no_ats, seed, device)
         results = evaluate_run(run_dir, cfg, force=force)
-        typer.echo(markdown_table(results, title=results.get("model", "")))
+        typer.echo(markdown_table(results, title=results_title(results)))
 
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def recommend(ctx: typer.Context, run_dir: RunDir,

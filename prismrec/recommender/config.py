@@ -1,6 +1,6 @@
 """Configuration of the train / evaluate stages (SPEC sections 5-6)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -56,6 +56,11 @@ class RecommenderConfig:
     # which picks the checkpoint, ranks with the weight set then; benchmarks/item_head_weight.py)
     item_head: bool = False
     item_score_weight: float = 1.0
+    # the weights validation tries, from one candidate pass: it keeps the one with the best NDCG@10
+    # (stored with the best checkpoint, which is selected on that score); evaluation picks it on the
+    # validation split again and ranks the test split with it, serving ranks with the checkpoint's.
+    # [] = always item_score_weight. On Beauty the pick is 2-4 (benchmarks/results/item-head-weight-*)
+    item_score_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0])
     # DSI
     num_experts: int = 3
     top_k_experts: int = 2

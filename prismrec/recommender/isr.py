@@ -215,6 +215,10 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         # vectors are built from token_emb (and item_emb), so it only adds one bias per item
         self.item_bias = nn.Parameter(torch.zeros(num_items)) if cfg.item_head else None
 
+        if cfg.item_head and any(not 0 <= w < math.inf for w in cfg.item_score_weights):
+            raise PrismrecError(f"recommender.item_score_weights: expected finite weights >= 0, "
+                                f"got {cfg.item_score_weights}")
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_context(cls, ctx: ModelContext, cfg: RecommenderConfig) -> "IntegratedSemanticRecommender":
@@ -361,8 +365,11 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         candidates, sid, item = self.candidate_scores(batch, k)
         if item is None:
             return candidates[:, :k], sid[:, :k]
-        scores, order = (sid + self.cfg.item_score_weight * item).topk(k, dim=1)
-        return torch.where(torch.isfinite(scores), candidates.gather(1, order), -1), scores
+        return rank_candidates(candidates, sid, item, self.cfg.item_score_weight, k)
+
+    @property
+    def has_item_head(self) -> bool:
+        return self.item_bias is not None
 
     @torch.no_grad()
     def candidate_scores(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -413,3 +420,11 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             item_logp = self.item_log_probs(self.first_output(memory, pad))
             scores = scores + self.cfg.item_score_weight * item_logp.gather(1, candidates)
         return scores
+
+
+def rank_candidates(candidates: torch.Tensor, sid: torch.Tensor, item: torch.Tensor, weight: float,
+                    k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of ``candidate_scores``' items (B, k) by sid + weight * item, with their scores;
+    -1 where a slot holds no item."""
+    scores, order = (sid + weight * item).topk(k, dim=1)
+    return torch.where(torch.isfinite(scores), candidates.gather(1, order), -1), scores

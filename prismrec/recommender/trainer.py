@@ -39,15 +39,14 @@ from prismrec.artifacts import (MANIFEST, atomic_write, fingerprint_settings, is
 from prismrec.device import mixed_precision, resolve_device
 from prismrec.distributed import DistributedContext
 from prismrec.errors import MissingStageError, PrismrecError
-from prismrec.evaluation.evaluator import rank_examples
-from prismrec.evaluation.metrics import metrics_from_positions, target_positions
+from prismrec.evaluation.evaluator import best_weight_metrics, rank_examples_by_weight
+from prismrec.evaluation.metrics import SELECT_ON, metrics_from_positions, target_positions
 from prismrec.recommender.base import Batch, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.registry import build_model, check_model, load_context, model_dir_name, stage_inputs
 
 log = logging.getLogger("prismrec")
 
-SELECT_ON = "ndcg@10"
 CHECKPOINT_EVERY_S = 600  # also save last.pt mid-epoch this often, for long epochs
 # with replicas, rank 0's clock reaches the others this often (a broadcast is a host sync)
 SYNC_STEPS = 20
@@ -56,7 +55,7 @@ SYNC_STEPS = 20
 # schedule_minutes is a budget too: a schedule-ended run given a longer one carries on
 # from last.pt (a warm restart: the cosine picks up where the longer schedule stands).
 NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", "schedule_minutes",
-                         "item_score_weight")
+                         "item_score_weight", "item_score_weights")
 # options added after runs were trained, with their off value (artifacts.fingerprint_settings)
 ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False, "item_head": False,
                  "item_emb_std": 0.0, "item_emb_scale": 1.0,
@@ -132,6 +131,8 @@ def load_trained(run_dir: str | Path, cfg: RecommenderConfig, device: torch.devi
     model = build_model(ctx, cfg)
     checkpoint = torch.load(path / "best.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["model"])
+    if checkpoint.get("item_score_weight") is not None and cfg.item_score_weights:  # picked on validation
+        model.cfg = dataclasses.replace(model.cfg, item_score_weight=checkpoint["item_score_weight"])
     return model.to(device).eval(), ctx, checkpoint
 
 
@@ -351,11 +352,15 @@ def _train(out: Path, ctx, rcfg: RecommenderConfig, settings: dict, inputs: dict
 
 def validation_metrics(model: SequentialRecommender, valid, rcfg: RecommenderConfig, device: torch.device, amp,
                        replicas: DistributedContext) -> dict[str, float]:
-    """Recall/NDCG of the validation split; replicas each rank their slice of it."""
+    """Recall/NDCG of the validation split; replicas each rank their slice of it. With the item
+    head, those of the best of ``rcfg.item_score_weights``, the weight under ``item_score_weight``."""
     index = replicas.shard(np.arange(len(valid)))
     with amp:
-        ranked = rank_examples(model, valid.subset(index), batch_size=rcfg.eval_batch_size, device=device)
-    return metrics_from_positions(replicas.gather(target_positions(ranked, valid.target[index])))
+        ranked = rank_examples_by_weight(model, valid.subset(index), rcfg, batch_size=rcfg.eval_batch_size,
+                                         device=device)
+    results = {w: metrics_from_positions(replicas.gather(target_positions(r, valid.target[index])))
+               for w, r in ranked.items()}
+    return best_weight_metrics(results)
 
 
 def _end_epoch(model: SequentialRecommender, metrics: dict | None, rcfg: RecommenderConfig, state: dict, epoch: int,
@@ -374,13 +379,15 @@ def _end_epoch(model: SequentialRecommender, metrics: dict | None, rcfg: Recomme
         if metrics[SELECT_ON] > state["best"]:
             state["best"], state["best_epoch"], state["bad_evals"] = metrics[SELECT_ON], epoch + 1, 0
             save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "valid": metrics,
+                                              "item_score_weight": metrics.get("item_score_weight"),
                                               "config": dataclasses.asdict(rcfg)})
         elif finished_epoch:
             state["bad_evals"] += 1
             if state["bad_evals"] >= rcfg.patience:
                 state["stop_reason"] = "early_stop"
-        log.info("epoch %d: loss %.4f, valid %s %.4f (best %.4f at epoch %d), %.1fs", epoch + 1, entry["loss"],
-                 SELECT_ON, metrics[SELECT_ON], state["best"], state["best_epoch"], entry["seconds"])
+        weight = f" at item-head weight {metrics['item_score_weight']:g}" if "item_score_weight" in metrics else ""
+        log.info("epoch %d: loss %.4f, valid %s %.4f%s (best %.4f at epoch %d), %.1fs", epoch + 1, entry["loss"],
+                 SELECT_ON, metrics[SELECT_ON], weight, state["best"], state["best_epoch"], entry["seconds"])
     else:
         log.info("epoch %d: loss %.4f, %.1fs", epoch + 1, entry["loss"], entry["seconds"])
     entry["partial"] = not finished_epoch

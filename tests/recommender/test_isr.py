@@ -453,6 +453,33 @@ def test_item_head_with_a_narrow_beam_adds_the_heads_own_top_items(ctx):
     assert ranked.any()
 
 
+def test_one_candidate_pass_ranks_as_each_weight_would(ctx):
+    from prismrec.evaluation.evaluator import best_weight_metrics, rank_examples, rank_examples_by_weight
+    from prismrec.evaluation.metrics import metrics_from_positions, target_positions
+
+    weights = [0.0, 0.5, 4.0]
+    model = trained_item_head(ctx, beam_size=3, item_score_weights=weights)
+    examples = ctx.data.examples("valid")
+    ranked = rank_examples_by_weight(model, examples, model.cfg, k=5, batch_size=7)
+    assert list(ranked) == weights
+    for weight in weights:
+        model.cfg = replace(model.cfg, item_score_weight=weight)
+        assert np.array_equal(ranked[weight], rank_examples(model, examples, k=5, batch_size=7))
+    assert not np.array_equal(ranked[0.0], ranked[4.0])          # the weights do rank differently
+    results = {w: metrics_from_positions(target_positions(r, examples.target)) for w, r in ranked.items()}
+    best = best_weight_metrics(results)
+    assert best["ndcg@10"] == max(m["ndcg@10"] for m in results.values())
+    assert results[best["item_score_weight"]]["ndcg@10"] == best["ndcg@10"]
+    assert best_weight_metrics({0.5: {"ndcg@10": 0.1}, 1.0: {"ndcg@10": 0.1}})["item_score_weight"] == 0.5
+    # no item head: one ranking, no weight
+    plain = build(ctx, beam_size=3).eval()
+    assert list(rank_examples_by_weight(plain, examples, plain.cfg, k=5)) == [None]
+    assert "item_score_weight" not in best_weight_metrics({None: {"ndcg@10": 0.2}})
+    for bad in ([-1.0], [float("inf")]):
+        with pytest.raises(PrismrecError, match="item_score_weights"):
+            build(ctx, item_head=True, item_score_weights=bad)
+
+
 def test_item_head_loss_and_gradient_paths(ctx):
     model = build(ctx, item_head=True)
     assert build(ctx).item_bias is None and "item" not in build(ctx).calculate_loss(batch_of(ctx))

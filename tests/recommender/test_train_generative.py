@@ -114,9 +114,20 @@ def test_item_head_model_trains_and_its_weight_is_part_of_the_evaluation(run):
     metrics = run / "eval" / out.name / "metrics.json"
     written = metrics.stat().st_mtime_ns
     assert evaluate_run(run, cfg) == first and metrics.stat().st_mtime_ns == written   # unchanged: reused
-    # the weight only changes ranking: same checkpoint (no retraining), new evaluation
-    reweighted = dataclasses.replace(cfg.recommender, item_score_weight=0.0)
+    # the item head's weight is picked on validation (every validation of training, and evaluation):
+    # the best checkpoint keeps its pick, which evaluation finds again and serving ranks with
+    choices = cfg.recommender.item_score_weights
+    picks = [e["valid"]["item_score_weight"] for e in log["epochs"] if "valid" in e]
+    assert picks and set(picks) <= set(choices)
+    model, _, checkpoint = load_trained(run, cfg.recommender)
+    assert checkpoint["item_score_weight"] in choices and model.cfg.item_score_weight == checkpoint["item_score_weight"]
+    assert first["item_score_weight"] == checkpoint["item_score_weight"]
+    assert f"item-head weight {first['item_score_weight']:g})" in (metrics.parent / "metrics.md").read_text()
+    assert first["valid"]["ndcg@10"] == pytest.approx(checkpoint["valid"]["ndcg@10"])
+    # a fixed weight ([] = no pick) only changes ranking: same checkpoint (no retraining), new evaluation
+    reweighted = dataclasses.replace(cfg.recommender, item_score_weights=[], item_score_weight=0.0)
     assert train_run(run, dataclasses.replace(cfg, recommender=reweighted)) == out
     assert json.loads((out / "train_log.json").read_text()) == log
-    evaluate_run(run, reweighted)
+    assert load_trained(run, reweighted)[0].cfg.item_score_weight == 0.0
+    assert evaluate_run(run, reweighted)["item_score_weight"] == 0.0
     assert metrics.stat().st_mtime_ns != written
