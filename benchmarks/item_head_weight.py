@@ -4,8 +4,9 @@
 Ranking ranks the beam's items and the item head's own top items by
 log p_SID + w * log p_item (``IntegratedSemanticRecommender.candidate_scores``). Each user's
 candidates and both score parts are computed once; every weight re-sorts them. w = 0 is the
-SID path alone (over the same candidates), w = inf the item head alone. Pick w on validation;
-the test row of that w is the figure to report.
+SID path alone (over the same candidates), w = inf the item head alone. Training and
+``prismrec evaluate`` pick w on validation themselves (``recommender.item_score_weights``); this
+script shows every w's test row and popularity groups beside it.
 
     python benchmarks/item_head_weight.py runs/beauty --model prism-item-ids-item-head
     # writes benchmarks/results/item-head-weight-<date>.{json,md}
