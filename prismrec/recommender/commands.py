@@ -80,6 +80,10 @@ def register(app: typer.Typer) -> None:
         from prismrec.recommender.inference import Recommender
 
         # click options take one value each: the ids after the first arrive as extra arguments
+        options = {name for param in ctx.command.params for name in param.opts}
+        if history and history[0] in options:  # `--history -k 5`: click took the option for an id
+            raise PrismrecError(f"recommend: --history needs item ids before {history[0]}, "
+                                "e.g. --history ITEM_A ITEM_B -k 10")
         stray = [a for a in ctx.args if a.startswith("-")]
         if stray:
             raise PrismrecError(f"recommend: unknown option(s) {' '.join(stray)}; see `prismrec recommend --help`")

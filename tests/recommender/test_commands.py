@@ -49,6 +49,8 @@ def test_missing_stage_and_unknown_items_exit_2(tmp_path, monkeypatch, capsys):
     prismrec(monkeypatch, capsys, "train", run, "--model", "pop")
     code, _, err = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "I00001", "NOPE", "X2")
     assert code == 2 and "NOPE" in err and "X2" in err and err.count("\n") == 1
+    code, _, err = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "-k", "5")
+    assert code == 2 and "--history needs item ids before -k" in err
 
 
 def test_inference_api(tmp_path, monkeypatch, capsys):
