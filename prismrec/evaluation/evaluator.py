@@ -76,6 +76,15 @@ def best_weight_metrics(results: dict[float | None, dict[str, float]]) -> dict[s
     return results[best] if best is None else {**results[best], "item_score_weight": best}
 
 
+def picked_weight_metrics(model: SequentialRecommender, examples: Examples, rcfg, gather=lambda positions: positions,
+                          **kwargs) -> dict[str, float]:
+    """Recall/NDCG of ``examples`` at the best item-head weight (``best_weight_metrics``), from one
+    candidate pass; ``gather`` joins the target positions of replicas that each ranked a slice."""
+    ranked = rank_examples_by_weight(model, examples, rcfg, **kwargs)
+    return best_weight_metrics({w: metrics_from_positions(gather(target_positions(r, examples.target)))
+                                for w, r in ranked.items()})
+
+
 def evaluate_examples(model: SequentialRecommender, examples: Examples, **kwargs) -> dict[str, float]:
     """Recall@K / NDCG@K over all examples of a split."""
     return metrics_from_positions(target_positions(rank_examples(model, examples, **kwargs), examples.target))
@@ -110,11 +119,9 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     start = time.time()
     kwargs = dict(batch_size=rcfg.eval_batch_size, device=device, progress=True)
     test = ctx.data.examples("test")
-    valid_examples = ctx.data.examples("valid")
     with mixed_precision(device, rcfg.amp, rcfg.amp_cpu):
         # the item head's weight is picked on validation, as the checkpoint was; test is ranked once
-        valid = best_weight_metrics({w: metrics_from_positions(target_positions(r, valid_examples.target))
-                                     for w, r in rank_examples_by_weight(model, valid_examples, rcfg, **kwargs).items()})
+        valid = picked_weight_metrics(model, ctx.data.examples("valid"), rcfg, **kwargs)
         if "item_score_weight" in valid:
             model.cfg = dataclasses.replace(model.cfg, item_score_weight=valid.pop("item_score_weight"))
         test_positions = target_positions(rank_examples(model, test, **kwargs), test.target)

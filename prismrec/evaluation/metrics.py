@@ -17,6 +17,7 @@ GROUPS = ("popular", "medium", "long_tail")
 
 SELECT_ON = "ndcg@10"  # the validation metric that selects checkpoints and the item-head weight
 
+
 def target_positions(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """0-based position of each target in its ranked list (B, k), -1 where absent."""
     ranked = np.asarray(ranked)

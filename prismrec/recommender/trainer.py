@@ -39,8 +39,8 @@ from prismrec.artifacts import (MANIFEST, atomic_write, fingerprint_settings, is
 from prismrec.device import mixed_precision, resolve_device
 from prismrec.distributed import DistributedContext
 from prismrec.errors import MissingStageError, PrismrecError
-from prismrec.evaluation.evaluator import best_weight_metrics, rank_examples_by_weight
-from prismrec.evaluation.metrics import SELECT_ON, metrics_from_positions, target_positions
+from prismrec.evaluation.evaluator import picked_weight_metrics
+from prismrec.evaluation.metrics import SELECT_ON
 from prismrec.recommender.base import Batch, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.registry import build_model, check_model, load_context, model_dir_name, stage_inputs
@@ -58,8 +58,7 @@ NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", 
                          "item_score_weight", "item_score_weights")
 # options added after runs were trained, with their off value (artifacts.fingerprint_settings)
 ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False, "item_head": False,
-                 "item_emb_std": 0.0, "item_emb_scale": 1.0,
-                 "item_id_dropout": 0.0}
+                 "item_emb_std": 0.0, "item_emb_scale": 1.0, "item_id_dropout": 0.0}
 
 
 def seed_everything(seed: int) -> None:
@@ -356,11 +355,8 @@ def validation_metrics(model: SequentialRecommender, valid, rcfg: RecommenderCon
     head, those of the best of ``rcfg.item_score_weights``, the weight under ``item_score_weight``."""
     index = replicas.shard(np.arange(len(valid)))
     with amp:
-        ranked = rank_examples_by_weight(model, valid.subset(index), rcfg, batch_size=rcfg.eval_batch_size,
-                                         device=device)
-    results = {w: metrics_from_positions(replicas.gather(target_positions(r, valid.target[index])))
-               for w, r in ranked.items()}
-    return best_weight_metrics(results)
+        return picked_weight_metrics(model, valid.subset(index), rcfg, replicas.gather,
+                                     batch_size=rcfg.eval_batch_size, device=device)
 
 
 def _end_epoch(model: SequentialRecommender, metrics: dict | None, rcfg: RecommenderConfig, state: dict, epoch: int,
