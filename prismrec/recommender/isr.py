@@ -385,10 +385,18 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         offsets = self.item_tokens[0] - self.trie.codes[0]
 
         first = []   # o_0 of the first step (one empty prefix per user): the item head reads it too
+        cache = []   # the decoder's self-attention keys / values of every beam's earlier positions
 
-        def step_logits(tokens: torch.Tensor, d: int) -> torch.Tensor:
-            # the encoder ran once per user; all W beams of a user read that memory
-            out = self.decode(memory_kv, pad, tokens + offsets[:d])[:, :, -1]
+        def step_logits(tokens: torch.Tensor, d: int, parent: Optional[torch.Tensor]) -> torch.Tensor:
+            # the encoder ran once per user; all W beams of a user read that memory. Only the
+            # newest position of each beam is decoded (``decode``'s last position, incrementally)
+            if d == 0:
+                x = self.bos.expand(len(memory), 1, -1)
+            else:
+                x = self.token_emb(tokens[:, :, -1] + offsets[d - 1])
+                rows = torch.arange(len(parent), device=parent.device)[:, None]
+                cache[:] = [(k[rows, parent], v[rows, parent]) for k, v in cache]
+            out, cache[:] = self.decoder.step(self.dropout(x + self.dec_pos_emb.weight[d]), memory_kv, pad, cache or None)
             if d == 0:
                 first.append(out[:, 0])
             return self.logits(out, d)

@@ -70,6 +70,24 @@ class Attention(nn.Module):
             k, v = memory_kv
         return self.out_proj(attention(q, k, v, allowed, self.dropout).transpose(1, 2).flatten(2))
 
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Self-attention of one new position of many independent sequences, with cached keys.
+
+        x (B, W, d): the newest position of W sequences per row; ``cache`` the (k, v) of their
+        earlier positions, each (B, W, h, n, d_head), or None when there are none. Each
+        sequence attends to its own positions only. Returns the output (B, W, d) and the
+        cache with this position appended. Inference only (no attention dropout).
+        """
+        B, W, _ = x.shape
+        q, k, v = (t.unflatten(-1, (self.num_heads, -1)).unsqueeze(3)          # (B, W, h, 1, d_head)
+                   for t in F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1))
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 3), torch.cat([cache[1], v], 3)
+        # one query per sequence, so no mask: every cached position is the sequence's own
+        out = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))
+        return self.out_proj(out.view(B, W, -1)), (k, v)
+
     def _heads(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, h, L, d_head)
         return t.unflatten(-1, (self.num_heads, t.shape[-1] // self.num_heads)).transpose(1, 2)
 
@@ -114,6 +132,15 @@ class DecoderLayer(_PreNormLayer):
         x = x + self.dropout2(self.multihead_attn(self.norm2(x), memory_kv, memory_allowed))
         return x + self.dropout3(self.feed_forward(self.norm3(x)))
 
+    def step(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], memory_allowed: torch.Tensor | None,
+             cache: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``forward`` for the newest position (B, W, d) of W sequences sharing a row's memory
+        (``Attention.step``); the W queries of a row read its memory as one packed query."""
+        attended, cache = self.self_attn.step(self.norm1(x), cache)
+        x = x + attended
+        x = x + self.multihead_attn(self.norm2(x), memory_kv, memory_allowed)
+        return x + self.feed_forward(self.norm3(x)), cache
+
 
 def _copies(layer: nn.Module, n: int) -> nn.ModuleList:
     """n layers that start as copies of one initialisation, as in torch's nn.Transformer*
@@ -154,3 +181,18 @@ class Decoder(nn.Module):
         for layer, layer_kv in zip(self.layers, kv):
             x = layer(x, layer_kv, self_allowed, memory_allowed)
         return self.norm(x)
+
+    def step(self, x: torch.Tensor, memory_kv: list, memory_pad: torch.Tensor, cache: list | None
+             ) -> tuple[torch.Tensor, list]:
+        """Incremental decoding: outputs (B, W, d) for the newest position x (B, W, d) of W
+        sequences per row, all at the same position, given ``memory_kv`` and every layer's
+        self-attention cache of their earlier positions (None at the first). Equals the last
+        position of ``forward`` on each whole sequence, at a fraction of the cost: earlier
+        positions are not recomputed. Returns the outputs and the extended cache; a caller that
+        reorders its sequences (beam search) reorders the cache the same way."""
+        memory_allowed = ~memory_pad[:, None, None, :]
+        new_cache = []
+        for layer, layer_kv, layer_cache in zip(self.layers, memory_kv, cache or [None] * len(self.layers)):
+            x, layer_cache = layer.step(x, layer_kv, memory_allowed, layer_cache)
+            new_cache.append(layer_cache)
+        return self.norm(x), new_cache

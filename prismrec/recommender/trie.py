@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-# step_logits_fn(prefix_tokens (B, W, d), depth d) -> logits (B, W, V_d)
-StepLogitsFn = Callable[[torch.Tensor, int], torch.Tensor]
+# step_logits_fn(prefix_tokens (B, W, d), depth d, parent (B, W) or None) -> logits (B, W, V_d);
+# parent[b, w] is the beam of the previous step that beam w extends (None at depth 0): a
+# decoder that caches its beams' states reorders its cache with it
+StepLogitsFn = Callable[[torch.Tensor, int, Optional[torch.Tensor]], torch.Tensor]
 # temperature_fn(branching factors (B, W) float) -> temperatures (B, W)
 TemperatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -111,11 +113,12 @@ def beam_search(step_logits_fn: StepLogitsFn, trie: SemanticIdTrie, batch_size: 
     nodes = torch.zeros(batch_size, 1, dtype=torch.long, device=device)   # (B, W) prefix node per beam
     scores = torch.zeros(batch_size, 1, device=device)                   # (B, W)
     tokens = torch.zeros(batch_size, 1, 0, dtype=torch.long, device=device)  # (B, W, d)
+    parent = None
     for d in range(trie.depth):
         children = trie.transitions(d)[nodes]                            # (B, W, V)
         valid = children >= 0
         temperature = temperature_fn(trie.branching(d)[nodes].float()) if temperature_fn is not None else None
-        logp = constrained_log_probs(step_logits_fn(tokens, d), valid, temperature)
+        logp = constrained_log_probs(step_logits_fn(tokens, d, parent), valid, temperature)
         candidates = (scores.unsqueeze(-1) + logp).flatten(1)            # (B, W * V); -inf = not a valid SID
         width = min(beam_size, candidates.shape[1])
         scores, flat = candidates.topk(width, dim=1)                     # sorted, best first

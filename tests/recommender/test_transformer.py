@@ -70,6 +70,32 @@ def test_decoding_from_projected_memory_equals_decoding_from_memory():
     assert torch.allclose(dec(y, kv, blocked, pad), dec(y, memory, blocked, pad), atol=1e-6)
 
 
+def test_incremental_decoding_with_reordered_cache_equals_decoding_whole_sequences():
+    """Decoder.step (beam search's path) gives forward's last position for every sequence,
+    also when the sequences are reordered and duplicated between steps, as beams are."""
+    torch.manual_seed(0)
+    dec = Decoder(2, D, HEADS, FF, 0.1).eval()
+    B, W, steps = 2, 3, 4
+    memory = torch.randn(B, 6, D)
+    pad = torch.tensor([[True, True, False, False, False, False], [False] * 6])
+    kv = dec.memory_kv(memory)
+    seqs = torch.randn(B, 1, 1, D)                          # every row starts from one sequence
+    cache = None
+    rows = torch.arange(B)[:, None]
+    for n in range(steps):
+        if n > 0:  # each new sequence extends a random earlier one (repeats allowed)
+            parent = torch.randint(0, seqs.shape[1], (B, W))
+            seqs = torch.cat([seqs[rows, parent], torch.randn(B, W, 1, D)], 2)
+            cache = [(k[rows, parent], v[rows, parent]) for k, v in cache]
+        out, cache = dec.step(seqs[:, :, -1], kv, pad, cache)
+        width = seqs.shape[1]
+        blocked = torch.triu(torch.ones(n + 1, n + 1, dtype=torch.bool), diagonal=1)
+        whole = dec(seqs.flatten(0, 1), [(k.repeat_interleave(width, 0), v.repeat_interleave(width, 0)) for k, v in kv],
+                    blocked, pad.repeat_interleave(width, 0))
+        assert out.shape == (B, width, D) and len(cache) == 2 and cache[0][0].shape[3] == n + 1
+        assert torch.allclose(out, whole[:, -1].view(B, width, D), atol=1e-5)
+
+
 def test_same_seed_same_initial_weights_as_torch_transformer():
     torch.manual_seed(3)
     ref_enc, ref_dec = torch_reference(2)

@@ -26,7 +26,7 @@ def prefix_logits_fn(vocab: list[int], batch_size: int, seed: int = 0):
         weights = torch.tensor([31 ** i for i in range(prefix.shape[-1])], dtype=torch.long)
         return (prefix * weights).sum(-1) % 997
 
-    def step(tokens: torch.Tensor, d: int) -> torch.Tensor:
+    def step(tokens: torch.Tensor, d: int, parent=None) -> torch.Tensor:
         user = torch.arange(tokens.shape[0])[:, None].expand(-1, tokens.shape[1])
         return tables[d][user, key(tokens)]
 
