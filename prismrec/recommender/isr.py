@@ -10,7 +10,8 @@ and generates the next item's SID token by token:
   fixed codebook vector q_l, routed through a noisy top-2-of-3 mixture of
   experts and added back with a learnable weight eta;
 * decoder: BOS + the target's first T-1 tokens (teacher forcing); the output
-  o_l at depth l scores the depth-l vocabulary;
+  o_l at depth l scores the depth-l vocabulary; beam search decodes only each beam's
+  newest position, against a cache of its earlier ones (``Decoder.step``);
 * SSA (Eq. 15): o_l regresses the target's codebook vector q_l and classifies
   the target's ground-truth category tag at level l;
 * ATS (Eq. 16-17): logits are divided by a temperature that falls with the
