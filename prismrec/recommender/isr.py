@@ -25,6 +25,7 @@ TIGER baseline. Each switch removes its module entirely (no parameters, no compu
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -309,10 +310,24 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         An item's vector is the mean of its SID token embeddings (plus its item-id embedding):
         an item seldom seen as a target still scores through the tokens it shares.
         """
+        return F.linear(first * self.cfg.d_model ** -0.5, self.item_vectors(), self.item_bias).float().log_softmax(-1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(num_items, d) the item head's item vectors. Without autograd (ranking) they are
+        kept until a weight they read changes (in-place updates bump a tensor's version,
+        ``to()`` makes new tensors): rebuilding them was half of a batch-1 ranking on a CPU."""
+        weights = [self.token_emb.weight] + ([self.item_emb.weight] if self.item_emb is not None else [])
+        versions = [w._version for w in weights]
+        cached = self.__dict__.get("_item_vectors")  # (weak refs to the weights, their versions, vectors)
+        if (not torch.is_grad_enabled() and cached is not None and cached[1] == versions
+                and all(ref() is w for ref, w in zip(cached[0], weights))):
+            return cached[2]
         vectors = self.token_emb(self.item_tokens).mean(1)
         if self.item_emb is not None:
             vectors = vectors + self.cfg.item_emb_scale * self.item_emb.weight
-        return F.linear(first * self.cfg.d_model ** -0.5, vectors, self.item_bias).float().log_softmax(-1)
+        self.__dict__["_item_vectors"] = (None if torch.is_grad_enabled()
+                                          else ([weakref.ref(w) for w in weights], versions, vectors))
+        return vectors
 
     def sid_log_probs(self, memory, memory_pad: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(B, C) trie-constrained, temperature-scaled SID log-probability of given items, by

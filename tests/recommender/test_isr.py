@@ -497,6 +497,35 @@ def test_item_head_loss_and_gradient_paths(ctx):
     assert model.bos.grad is not None and float(model.bos.grad.abs().sum()) > 0
 
 
+def test_item_vectors_are_kept_for_ranking_and_rebuilt_when_a_weight_changes(ctx):
+    model = trained_item_head(ctx)
+
+    def fresh() -> torch.Tensor:
+        return model.token_emb(model.item_tokens).mean(1) + model.cfg.item_emb_scale * model.item_emb.weight
+
+    with torch.no_grad():
+        first = model.item_vectors()
+        assert model.item_vectors() is first                      # kept between rankings
+        assert torch.equal(first, fresh())
+    # an optimizer step changes the weights in place: the next ranking sees the new vectors
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model.calculate_loss(batch_of(ctx))["loss"].backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model.item_vectors()
+        assert after is not first and torch.equal(after, fresh()) and not torch.equal(after, first)
+        model.load_state_dict({k: v.clone() for k, v in build(ctx, item_head=True, item_id_input=True, seed=3)
+                               .state_dict().items()})
+        assert torch.equal(model.item_vectors(), fresh())          # loaded weights: rebuilt
+        # a new parameter object (not an in-place change) is noticed too
+        model.item_emb.weight = torch.nn.Parameter(model.item_emb.weight + 1.0)
+        assert torch.equal(model.item_vectors(), fresh())
+    # with autograd on (training) the vectors are built each time, on the graph
+    assert model.item_vectors().requires_grad
+
+
 def test_gate_noise_and_dropout_only_in_training(ctx):
     model = build(ctx, dropout=0.0)
     batch = batch_of(ctx)
