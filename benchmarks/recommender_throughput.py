@@ -6,6 +6,8 @@ does, and reports users per second plus the training time per epoch from the
 model's train_log.json.
 
     python benchmarks/recommender_throughput.py runs/beauty-sasrec --model sasrec --device cpu
+    python benchmarks/recommender_throughput.py RUN --model prism --set recommender.item_head=true ... \
+        --users 4096 --batch-sizes 1 256 --batch1-users 200
 """
 
 from __future__ import annotations
@@ -35,13 +37,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 128, 512])
     parser.add_argument("--batch1-users", type=int, default=1000, help="users timed at batch size 1")
+    parser.add_argument("--users", type=int, default=0, help="test users timed at the larger batch sizes (0 = all)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override picking the trained model, as for `prismrec evaluate --set`")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    cfg = run_config(args.run_dir, None, None, save=False)
+    cfg = run_config(args.run_dir, None, args.sets, save=False)
     rcfg = dataclasses.replace(cfg.recommender, model=args.model, device=args.device)
     model, ctx, checkpoint = load_trained(args.run_dir, rcfg, args.device)
     test = ctx.data.examples("test")
+    if args.users:
+        test = test.subset(torch.arange(min(args.users, len(test))).numpy())
     results = {}
     with torch.inference_mode():
         for bs in args.batch_sizes:
@@ -58,7 +65,7 @@ def main() -> None:
     log = json.loads((args.run_dir / "models" / model_dir_name(rcfg) / "train_log.json").read_text())
     full = [e["seconds"] for e in log["epochs"] if not e.get("partial")]
     report = {
-        "model": model_dir_name(rcfg), "run_dir": str(args.run_dir), "device": args.device,
+        "model": model_dir_name(rcfg), "run_dir": args.run_dir.name, "sets": args.sets, "device": args.device,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
         "processor": platform.processor(), "torch": torch.__version__, "parameters": model.num_parameters(),
         "checkpoint_epoch": checkpoint.get("epoch"), "throughput": results,
