@@ -329,12 +329,30 @@ class IntegratedSemanticRecommender(SequentialRecommender):
                                           else ([weakref.ref(w) for w in weights], versions, vectors))
         return vectors
 
-    def sid_log_probs(self, memory, memory_pad: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(B, C) trie-constrained, temperature-scaled SID log-probability of given items, by
-        teacher forcing: what beam search accumulates for an item it keeps."""
+    def decode_from_bos(self, memory_kv: list, memory_pad: torch.Tensor, prefix: torch.Tensor, first: torch.Tensor,
+                        bos_cache: list) -> torch.Tensor:
+        """``decode``'s outputs (B, C, n+1, d) for C prefixes (B, C, n) per user, incrementally from
+        the BOS position's output ``first`` (B, d) and decoder cache (what beam search's first
+        step leaves): n new positions per prefix instead of n + 1, none of them re-decoded."""
+        C = prefix.shape[1]
+        cache = [(k.expand(-1, C, -1, -1, -1), v.expand(-1, C, -1, -1, -1)) for k, v in bos_cache]
+        outs = [first[:, None].expand(-1, C, -1)]
+        for j in range(prefix.shape[2]):
+            x = self.dropout(self.token_emb(prefix[:, :, j]) + self.dec_pos_emb.weight[j + 1])
+            out, cache = self.decoder.step(x, memory_kv, memory_pad, cache)
+            outs.append(out)
+        return torch.stack(outs, 2)
+
+    def sid_log_probs(self, memory, memory_pad: torch.Tensor, candidates: torch.Tensor,
+                      outputs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C) trie-constrained, temperature-scaled SID log-probability of given items: what
+        beam search accumulates for an item it keeps. ``outputs``: the decoder outputs (B, C, T, d)
+        of the items' SID prefixes when the caller has them (``decode_from_bos``), else teacher forcing."""
         B, C = candidates.shape
         flat = candidates.flatten()
-        out = self.decode(memory, memory_pad, self.item_tokens[candidates, :-1]).flatten(0, 1)   # (B*C, T, d)
+        if outputs is None:
+            outputs = self.decode(memory, memory_pad, self.item_tokens[candidates, :-1])
+        out = outputs.flatten(0, 1)                                                            # (B*C, T, d)
         codes = self.trie.codes[flat]
         total = torch.zeros(len(flat), device=out.device)
         for d in range(self.depth):
@@ -402,6 +420,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
 
         first = []   # o_0 of the first step (one empty prefix per user): the item head reads it too
         cache = []   # the decoder's self-attention keys / values of every beam's earlier positions
+        bos_cache = []  # ... of the BOS position alone, which every candidate's SID starts from
 
         def step_logits(tokens: torch.Tensor, d: int, parent: Optional[torch.Tensor]) -> torch.Tensor:
             # the encoder ran once per user; all W beams of a user read that memory. Only the
@@ -415,6 +434,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             out, cache[:] = self.decoder.step(self.dropout(x + self.dec_pos_emb.weight[d]), memory_kv, pad, cache or None)
             if d == 0:
                 first.append(out[:, 0])
+                bos_cache.extend(cache)
             return self.logits(out, d)
 
         temperature = self.temperature if self.cfg.use_ats else None
@@ -425,7 +445,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         item_logp = self.item_log_probs(first[0])
         extra = item_logp.topk(min(width, item_logp.shape[1]), dim=1).indices
         candidates = torch.cat([items, extra], 1)
-        sid = torch.cat([scores, self.sid_log_probs(memory_kv, pad, extra)], 1)
+        extra_out = self.decode_from_bos(memory_kv, pad, self.item_tokens[extra, :-1], first[0], bos_cache)
+        sid = torch.cat([scores, self.sid_log_probs(memory_kv, pad, extra, extra_out)], 1)
         seen = torch.cat([items < 0, (extra[:, :, None] == items[:, None, :]).any(-1)], 1)
         sid = sid.masked_fill(seen, float("-inf"))
         return candidates, sid, item_logp.gather(1, candidates.clamp_min(0))
