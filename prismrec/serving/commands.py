@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         set_: SetOption = None,
     ) -> None:
-        """Serve top-k recommendations over HTTP (POST /recommend, GET /health)."""
+        """Serve top-k recommendations over HTTP (POST /recommend, POST /recommend/batch, GET /health)."""
         import dataclasses
 
         import uvicorn
