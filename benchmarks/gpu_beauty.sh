@@ -87,6 +87,7 @@ JOBS=(
   "prism-item-ids-item-head-item-scale32-item-drop0.25|--model prism --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
   "prism-item-ids-item-head-item-scale32-item-drop0.25-seed1|--model prism --seed 1 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
   "tiger-item-ids-item-head-item-scale32-item-drop0.25|--model tiger --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
+  "prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger|--model prism --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 --set recommender.sid_stage=tokenizer-tiger $GEN"
   "prism-item-ids-sids-tiger|--model prism --seed 0 $ITEM_IDS --set recommender.sid_stage=tokenizer-tiger $GEN"
   "prism-item-ids-item-head-sids-tiger|--model prism --seed 0 $ITEM_HEAD --set recommender.sid_stage=tokenizer-tiger $GEN"
 )
