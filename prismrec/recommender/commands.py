@@ -72,6 +72,9 @@ def register(app: typer.Typer) -> None:
                   history: Annotated[list[str], typer.Option(
                       "--history", help="Item ids, oldest first: --history A B C (or repeat --history).")],
                   k: Annotated[int, typer.Option("-k", "--top", help="Number of items.")] = 10,
+                  timestamps: Annotated[Optional[str], typer.Option(
+                      help="Unix seconds of the history items, comma-separated, oldest first (optional): "
+                           "the time intervals the model was trained with.")] = None,
                   model: ModelOption = None, no_dsi: NoDsi = False, no_ssa: NoSsa = False, no_ats: NoAts = False,
                   seed: SeedOption = None, device: DeviceOption = None,
                   config: ConfigOption = None, set_: SetOption = None) -> None:
@@ -90,8 +93,15 @@ def register(app: typer.Typer) -> None:
         history = [i for part in [*history, *ctx.args] for i in part.split(",") if i]
 
         cfg = resolve(run_dir, config, set_, model, no_dsi, no_ssa, no_ats, seed, device)
+        times = None
+        if timestamps is not None:
+            try:
+                times = [int(t) for t in timestamps.split(",") if t.strip()]
+            except ValueError:
+                raise PrismrecError(f"recommend: --timestamps expects comma-separated integers (Unix seconds), "
+                                    f"got {timestamps!r}") from None
         rec = Recommender.load(run_dir, cfg)
-        for rank, row in enumerate(rec.recommend(history, k), start=1):
+        for rank, row in enumerate(rec.recommend(history, k, times), start=1):
             typer.echo(f"{rank:>3}  {row['item_id']}  {row['score']:.4f}  {row['title']}")
 
     @app.command()

@@ -51,6 +51,14 @@ def test_missing_stage_and_unknown_items_exit_2(tmp_path, monkeypatch, capsys):
     assert code == 2 and "NOPE" in err and "X2" in err and err.count("\n") == 1
     code, _, err = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "-k", "5")
     assert code == 2 and "--history needs item ids before -k" in err
+    code, out, _ = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "I00001", "I00002",
+                            "--timestamps", "100,200", "-k", "2")
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    for bad, message in (("100,x", "comma-separated integers"), ("200,100", "non-decreasing"),
+                         ("100", "expected 2 values")):
+        code, _, err = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "I00001",
+                                "I00002", "--timestamps", bad)
+        assert code == 2 and message in err and err.count("\n") == 1
 
 
 def test_inference_api(tmp_path, monkeypatch, capsys):
