@@ -75,27 +75,25 @@ class Recommender:
         lengths = np.zeros(len(histories), dtype=np.int64)
         for r, history in enumerate(histories):
             try:
-                self._fill_row(r, history, None if timestamps is None else timestamps[r], rows, buckets, lengths)
+                idx = self.item_indices(history)[-H:]
+                if timestamps is not None:
+                    buckets[r, H - len(idx):] = self.time_buckets(timestamps[r], len(history))[-H:]
             except PrismrecError as e:  # in a batch, say which history
                 raise PrismrecError(f"histories[{r}]: {e}" if len(histories) > 1 else str(e)) from None
+            rows[r, H - len(idx):] = idx
+            lengths[r] = len(idx)
         return Batch.from_arrays(rows, buckets, lengths, np.zeros(len(histories), dtype=np.int64), self.device)
 
-    def _fill_row(self, r: int, history: Sequence[str], timestamps: Optional[Sequence[int]], rows: np.ndarray,
-                  buckets: np.ndarray, lengths: np.ndarray) -> None:
-        H = self.max_history
-        idx = self.item_indices(history)[-H:]
-        rows[r, H - len(idx):] = idx
-        lengths[r] = len(idx)
-        if timestamps is not None:
-            t = np.asarray(timestamps, dtype=np.int64)
-            if len(t) != len(history):
-                raise PrismrecError(f"timestamps: expected {len(history)} values (one per history item), got {len(t)}")
-            if (np.diff(t) < 0).any():
-                raise PrismrecError("timestamps: expected non-decreasing values (the history is oldest first)")
-            delta = np.diff(t, prepend=t[0])
-            first = np.zeros(len(t), dtype=bool)
-            first[0] = True
-            buckets[r, H - len(idx):] = time_bucket(delta, first, self.num_time_buckets)[-H:]
+    def time_buckets(self, timestamps: Sequence[int], length: int) -> np.ndarray:
+        """Time-interval buckets of a history's timestamps (oldest first), as the dataset builds them."""
+        t = np.asarray(timestamps, dtype=np.int64)
+        if len(t) != length:
+            raise PrismrecError(f"timestamps: expected {length} values (one per history item), got {len(t)}")
+        if (np.diff(t) < 0).any():
+            raise PrismrecError("timestamps: expected non-decreasing values (the history is oldest first)")
+        first = np.zeros(len(t), dtype=bool)
+        first[0] = True
+        return time_bucket(np.diff(t, prepend=t[0]), first, self.num_time_buckets)
 
     @torch.no_grad()
     def recommend_many(self, histories: list[Sequence[str]], k: int = 10,

@@ -338,10 +338,17 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         cache = [(k.expand(-1, C, -1, -1, -1), v.expand(-1, C, -1, -1, -1)) for k, v in bos_cache]
         outs = [first[:, None].expand(-1, C, -1)]
         for j in range(prefix.shape[2]):
-            x = self.dropout(self.token_emb(prefix[:, :, j]) + self.dec_pos_emb.weight[j + 1])
-            out, cache = self.decoder.step(x, memory_kv, memory_pad, cache)
+            out, cache = self.decode_step(prefix[:, :, j], j + 1, memory_kv, memory_pad, cache)
             outs.append(out)
         return torch.stack(outs, 2)
+
+    def decode_step(self, tokens: Optional[torch.Tensor], position: int, memory_kv: list, memory_pad: torch.Tensor,
+                    cache: Optional[list]) -> tuple[torch.Tensor, list]:
+        """``decode``'s output (B, W, d) at ``position`` for the newest tokens (B, W) of token-table
+        ids (None: the BOS position, one sequence per user), given the decoder cache of the earlier
+        positions (``Decoder.step``); returns it with the extended cache."""
+        x = self.bos.expand(len(memory_pad), 1, -1) if tokens is None else self.token_emb(tokens)
+        return self.decoder.step(self.dropout(x + self.dec_pos_emb.weight[position]), memory_kv, memory_pad, cache)
 
     def sid_log_probs(self, memory, memory_pad: torch.Tensor, candidates: torch.Tensor,
                       outputs: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -425,13 +432,11 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         def step_logits(tokens: torch.Tensor, d: int, parent: Optional[torch.Tensor]) -> torch.Tensor:
             # the encoder ran once per user; all W beams of a user read that memory. Only the
             # newest position of each beam is decoded (``decode``'s last position, incrementally)
-            if d == 0:
-                x = self.bos.expand(len(memory), 1, -1)
-            else:
-                x = self.token_emb(tokens[:, :, -1] + offsets[d - 1])
+            newest = None if d == 0 else tokens[:, :, -1] + offsets[d - 1]
+            if d > 0:
                 rows = torch.arange(len(parent), device=parent.device)[:, None]
                 cache[:] = [(k[rows, parent], v[rows, parent]) for k, v in cache]
-            out, cache[:] = self.decoder.step(self.dropout(x + self.dec_pos_emb.weight[d]), memory_kv, pad, cache or None)
+            out, cache[:] = self.decode_step(newest, d, memory_kv, pad, cache or None)
             if d == 0:
                 first.append(out[:, 0])
                 bos_cache.extend(cache)
