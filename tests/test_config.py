@@ -1,5 +1,7 @@
 """Typed configs: YAML loading, dotted overrides, errors that name the key."""
 
+from pathlib import Path
+
 import pytest
 
 from prismrec.config import PipelineConfig, apply_overrides, load_config
@@ -45,3 +47,18 @@ def test_bad_override_names_the_key():
 def test_missing_config_file_is_clear(tmp_path):
     with pytest.raises(PrismrecError, match="cannot read config"):
         load_config(tmp_path / "absent.yaml")
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    """Every file in configs/ names only real fields, with values of the right type, and changes something."""
+    assert load_config(path) != PipelineConfig()
+
+
+def test_beauty_cpu_config_is_the_cpu_reference_protocol():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "beauty-cpu.yaml").recommender
+    assert (cfg.encoder_layers, cfg.decoder_layers, cfg.d_ff, cfg.batch_size) == (2, 2, 512, 256)
+    assert cfg.schedule_minutes == 105 and cfg.lr == pytest.approx(1e-3)
