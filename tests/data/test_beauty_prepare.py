@@ -1,6 +1,7 @@
 """Integration: the shared Amazon 2014 Beauty 5-core files give the facts in their README."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -61,3 +62,12 @@ def test_beauty_tables(beauty_run):
     # first user of the file: README says reviews are stored per user chronologically -> file order kept
     assert items["item_id"].iloc[list(data.sequences["items"].iloc[0][:3])].tolist() == \
         ["B004756YJA", "B004ZT0SSG", "B0020YLEYK"]
+
+
+def test_readme_examples_name_real_beauty_items(beauty_run):
+    """The README's `recommend` and serving examples run on a prepared Beauty: their item ids exist."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = [line for line in readme.splitlines() if "--history" in line or '"history' in line]
+    named = set(re.findall(r"\bB0[0-9A-Z]{8}\b", "\n".join(examples)))
+    assert len(named) >= 2
+    assert named <= set(load_prepared(beauty_run).items["item_id"])
