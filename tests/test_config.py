@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import prismrec
 from prismrec.config import PipelineConfig, apply_overrides, load_config
 from prismrec.errors import PrismrecError
 
@@ -49,7 +50,8 @@ def test_missing_config_file_is_clear(tmp_path):
         load_config(tmp_path / "absent.yaml")
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(prismrec.__file__).resolve().parent / "configs"  # package data (configs/ links here)
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -59,6 +61,6 @@ def test_shipped_configs_load(path):
 
 
 def test_beauty_cpu_config_is_the_cpu_reference_protocol():
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "beauty-cpu.yaml").recommender
+    cfg = load_config(CONFIG_DIR / "beauty-cpu.yaml").recommender
     assert (cfg.encoder_layers, cfg.decoder_layers, cfg.d_ff, cfg.batch_size) == (2, 2, 512, 256)
     assert cfg.schedule_minutes == 105 and cfg.lr == pytest.approx(1e-3)
