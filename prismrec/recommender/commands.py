@@ -11,7 +11,9 @@ import typer
 from prismrec.cli_options import ConfigOption, ForceOption, SetOption, run_config
 
 RunDir = Annotated[Path, typer.Argument(help="Run directory (made by `prismrec prepare`).")]
-ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help="prism | tiger | sasrec | pop (default: config).")]
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="prism | tiger | sasrec | pop (default: config), or a model directory name such as "
+                          "tiger-item-ids-item-head-seed1 (sets the switches and seed the name encodes).")]
 NoDsi = Annotated[bool, typer.Option("--no-dsi", help="PRISM without dynamic semantic integration.")]
 NoSsa = Annotated[bool, typer.Option("--no-ssa", help="PRISM without semantic structure alignment.")]
 NoAts = Annotated[bool, typer.Option("--no-ats", help="PRISM without adaptive temperature scaling.")]
@@ -22,15 +24,36 @@ DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto | cp
 def resolve(run_dir: Path, config: Optional[Path], sets: Optional[list[str]], model: Optional[str], no_dsi: bool,
             no_ssa: bool, no_ats: bool, seed: Optional[int], device: Optional[str], max_minutes: Optional[float] = None):
     """The run's config with the command-line switches applied to its recommender section."""
-    from prismrec.recommender.registry import check_model
+    from prismrec.recommender.registry import MODEL_NAMES, check_model
 
     cfg = run_config(run_dir, config, sets)
+    if model is not None and model not in MODEL_NAMES:
+        flags = [flag for flag, given in (("--seed", seed is not None), ("--no-dsi", no_dsi), ("--no-ssa", no_ssa),
+                                          ("--no-ats", no_ats)) if given]
+        cfg.recommender = named_model(cfg.recommender, model, sets, flags)
+        model = None
     changes = {k: v for k, v in (("model", model), ("seed", seed), ("device", device), ("max_minutes", max_minutes))
                if v is not None}
     changes.update({k: False for k, off in (("use_dsi", no_dsi), ("use_ssa", no_ssa), ("use_ats", no_ats)) if off})
     cfg.recommender = dataclasses.replace(cfg.recommender, **changes)
     check_model(cfg.recommender)
     return cfg
+
+
+def named_model(rcfg, name: str, sets: Optional[list[str]], flags: list[str] = ()):
+    """``rcfg`` set to the model ``name`` (``registry.select_model``). A model directory name says
+    every field it encodes, so a ``--set`` or flag that changes one of them is an error, not a
+    silent override."""
+    from prismrec.errors import PrismrecError
+    from prismrec.recommender.registry import MODEL_NAMES, NAME_FIELDS, select_model
+
+    if name not in MODEL_NAMES:
+        named = {f"recommender.{field}" for field in NAME_FIELDS}
+        clash = [s for s in sets or [] if s.split("=", 1)[0].strip() in named] + list(flags)
+        if clash:
+            raise PrismrecError(f"--model {name}: a model directory name already sets the model, its modules, "
+                                f"item-id switches, SIDs and seed; drop {' '.join(clash)} or name another model")
+    return select_model(rcfg, name)
 
 
 def register(app: typer.Typer) -> None:

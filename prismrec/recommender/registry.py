@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from prismrec.artifacts import stage_fingerprint
+from prismrec.config import PipelineConfig, apply_overrides
 from prismrec.errors import PrismrecError
 from prismrec.recommender.base import ModelContext, SequentialRecommender
 from prismrec.recommender.config import RecommenderConfig
@@ -96,6 +97,31 @@ def model_dir_overrides(name: str) -> list[str]:
             + values
             + ([f"recommender.sid_stage={stage}"] if sids else [])
             + ([f"recommender.seed={seed}"] if seed else []))
+
+
+# the config fields a model directory name encodes (model_dir_name)
+NAME_FIELDS = ("model", "use_dsi", "use_ssa", "use_ats", *(field for _, field in FLAG_SUFFIXES),
+               *(field for _, field in ITEM_ID_SUFFIXES), "sid_stage", "seed")
+
+
+def select_model(cfg: RecommenderConfig, name: str) -> RecommenderConfig:
+    """``cfg`` set to the model ``name``: prism, tiger, sasrec or pop (the other fields as ``cfg``
+    has them), or the name of a model directory such as ``tiger-item-ids-item-head-seed1``, which
+    sets every field its name encodes (NAME_FIELDS) -- the other fields (backbone, learning rate)
+    still come from ``cfg``. A trained model is thus named the way ``prismrec report`` lists it,
+    without repeating the switches it was trained with."""
+    if name in MODEL_NAMES:
+        return dataclasses.replace(cfg, model=name)
+    try:
+        parsed = apply_overrides(PipelineConfig(), model_dir_overrides(name)).recommender
+        valid = parsed.model in MODEL_NAMES and model_dir_name(parsed) == name
+    except PrismrecError:  # a suffix with a value of the wrong type (``-seedx``)
+        valid = False
+    if not valid:
+        raise PrismrecError(f"--model {name!r}: expected {', '.join(MODEL_NAMES)} or the name of a model "
+                            "directory (RUN_DIR/models/<name>, as `prismrec report` lists them, e.g. "
+                            "prism-no-dsi or tiger-item-ids-item-head-seed1)")
+    return dataclasses.replace(cfg, **{field: getattr(parsed, field) for field in NAME_FIELDS})
 
 
 def input_stages(cfg: RecommenderConfig) -> list[str]:

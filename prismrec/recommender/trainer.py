@@ -115,11 +115,11 @@ def require_trained(run_dir: str | Path, cfg: RecommenderConfig) -> Path:
     if (path / "last.pt").exists() and not (path / MANIFEST).exists():
         # killed mid-training: the manifest is written when training ends or stops on its budget
         raise MissingStageError(f"{path}: the training of '{path.name}' was interrupted; resume it with "
-                                f"`prismrec train {run_dir} --model {cfg.model}` (same switches and seed; "
+                                f"`prismrec train {run_dir} --model {path.name}` ("
                                 "`--max-minutes M` to stop it after M minutes with a validated best checkpoint)")
     if not (path / MANIFEST).exists() or not (path / "best.pt").exists():
         raise MissingStageError(f"{path}: trained model '{path.name}' not found; run "
-                                f"`prismrec train {run_dir} --model {cfg.model}` (same switches and seed) first")
+                                f"`prismrec train {run_dir} --model {path.name}` first")
     return path
 
 

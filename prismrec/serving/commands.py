@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         run_dir: Annotated[Path, typer.Argument(help="Run directory with a trained model.")],
-        model: Annotated[str, typer.Option(help="Model to serve: prism, tiger, sasrec or pop.")] = "prism",
+        model: Annotated[str, typer.Option(help="Model to serve: prism, tiger, sasrec, pop or a model directory "
+                                                "name (RUN_DIR/models/<name>).")] = "prism",
         host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
         device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
@@ -26,10 +27,11 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
+        from prismrec.recommender.commands import named_model
         from prismrec.recommender.inference import Recommender
         from prismrec.serving.app import create_app
 
         cfg = run_config(run_dir, config, set_, save=False)
-        rcfg = dataclasses.replace(cfg.recommender, model=model, device=device)
+        rcfg = dataclasses.replace(named_model(cfg.recommender, model, set_), device=device)
         recommender = Recommender.load(run_dir, rcfg)
         uvicorn.run(create_app(recommender), host=host, port=port, log_level="info")

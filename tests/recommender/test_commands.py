@@ -1,27 +1,17 @@
 """The train / evaluate / recommend commands and the inference API."""
 
 import json
-import sys
 
 import pytest
+from cli_helpers import run_cli
 
-from prismrec import cli
 from prismrec.data.synthetic import write_synthetic_run
 from prismrec.errors import PrismrecError
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.inference import Recommender
 
 
-def prismrec(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["prismrec", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
+prismrec = run_cli  # `prismrec ARGS` as a user runs it: (exit code, stdout, stderr)
 
 TINY = ["--set", "recommender.sasrec_dim=8", "--set", "recommender.epochs=1", "--set", "recommender.batch_size=64"]
 
@@ -45,7 +35,7 @@ def test_missing_stage_and_unknown_items_exit_2(tmp_path, monkeypatch, capsys):
     code, _, err = prismrec(monkeypatch, capsys, "evaluate", run, "--model", "sasrec")
     assert code == 2 and "prismrec train" in err
     code, _, err = prismrec(monkeypatch, capsys, "train", run, "--model", "gru4rec")
-    assert code == 2 and "recommender.model" in err
+    assert code == 2 and "--model 'gru4rec': expected prism, tiger, sasrec, pop or the name of a model" in err
     prismrec(monkeypatch, capsys, "train", run, "--model", "pop")
     code, _, err = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "I00001", "NOPE", "X2")
     assert code == 2 and "NOPE" in err and "X2" in err and err.count("\n") == 1
@@ -87,3 +77,31 @@ def test_inference_batch_matches_the_dataset_layout(tmp_path, monkeypatch, capsy
     n = int(test.length[0])
     assert batch.history[0].tolist() == test.history[0, -n:].tolist()
     assert batch.time_bucket[0].tolist() == test.time_bucket[0, -n:].tolist()
+
+
+def test_a_trained_model_is_named_by_its_directory(tmp_path, monkeypatch, capsys):
+    """`--model <model directory name>` trains, evaluates, recommends and serves exactly that model,
+    without repeating its switches and seed; a name that clashes with a flag or `--set` is refused."""
+    import uvicorn
+
+    run = write_synthetic_run(tmp_path / "run", num_users=50)
+    code, out, _ = prismrec(monkeypatch, capsys, "train", run, "--model", "sasrec-seed1", "--device", "cpu", *TINY)
+    assert code == 0 and (run / "models" / "sasrec-seed1" / "best.pt").exists()
+    assert not (run / "models" / "sasrec").exists()
+    code, out, _ = prismrec(monkeypatch, capsys, "evaluate", run, "--model", "sasrec-seed1", "--device", "cpu", *TINY)
+    assert code == 0 and (run / "eval" / "sasrec-seed1" / "metrics.json").exists()
+    code, out, _ = prismrec(monkeypatch, capsys, "recommend", run, "--model", "sasrec-seed1", "--history", "I00001",
+                            "-k", "2", *TINY)
+    assert code == 0 and len(out.strip().splitlines()) == 2
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    code, _, err = prismrec(monkeypatch, capsys, "serve", run, "--model", "sasrec-seed1", "--device", "cpu", *TINY)
+    assert code == 0 and len(served) == 1, err
+    for clash, needle in ((["--seed", "2"], "drop --seed"), (["--no-dsi"], "drop --no-dsi"),
+                          (["--set", "recommender.seed=3"], "drop recommender.seed=3")):
+        code, _, err = prismrec(monkeypatch, capsys, "evaluate", run, "--model", "sasrec-seed1", *clash)
+        assert code == 2 and needle in err and err.count("\n") == 1
+    code, _, err = prismrec(monkeypatch, capsys, "evaluate", run, "--model", "sasrec-seed7")
+    assert code == 2 and "prismrec train" in err and "--model sasrec-seed7" in err   # the command to run
+    code, _, err = prismrec(monkeypatch, capsys, "serve", run, "--model", "sasrec-item-ids")
+    assert code == 2 and "model directory" in err and err.count("\n") == 1

@@ -8,7 +8,7 @@ from prismrec.data.synthetic import write_synthetic_run
 from prismrec.errors import MissingStageError, PrismrecError
 from prismrec.recommender.config import RecommenderConfig
 from prismrec.recommender.registry import (build_model, effective_config, input_stages, load_context,
-                                           model_dir_name, model_dir_overrides)
+                                           model_dir_name, model_dir_overrides, select_model)
 
 
 def cfg(**kw):
@@ -61,6 +61,31 @@ def test_model_directory_names_round_trip_through_their_overrides():
         name = model_dir_name(c)
         parsed = apply_overrides(PipelineConfig(), model_dir_overrides(name)).recommender
         assert model_dir_name(parsed) == name
+
+
+def test_a_model_directory_name_selects_every_switch_it_encodes():
+    # the run's config has switches of its own (and a backbone): the name wins on what it encodes
+    base = cfg(item_id_input=True, item_emb_scale=32.0, use_ats=False, seed=4, d_model=64, lr=1e-3)
+    for name in ("prism", "tiger-item-ids-item-head-item-scale32-item-drop0.25-seed1", "prism-no-dsi",
+                 "prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger", "sasrec-seed2", "pop",
+                 "prism-no-ssa-no-ats-tied-item-ids-item-std0.5-sids-prism-no-acd-dir-seed3"):
+        picked = select_model(base, name)
+        assert (picked.d_model, picked.lr) == (64, 1e-3)          # not encoded by names: kept
+        if name not in ("prism", "pop"):                         # bare models keep the run's switches:
+            assert model_dir_name(picked) == name
+    assert select_model(base, "prism") == dataclasses.replace(base, model="prism")
+    assert model_dir_name(select_model(base, "pop")) == "pop-seed4"
+    picked = select_model(base, "tiger-item-ids-item-head-item-scale32-item-drop0.25-seed1")
+    assert (picked.model, picked.item_head, picked.item_id_dropout, picked.seed) == ("tiger", True, 0.25, 1)
+    picked = select_model(base, "prism-no-dsi")
+    assert (picked.use_ats, picked.item_id_input, picked.item_emb_scale, picked.seed) == (True, False, 1.0, 0)
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "prism-item-id", "prism-seedx", "prism-seed0", "sasrec-item-ids",
+                                  "tiger-no-dsi", "prism-item-scale32", "prism-sids-", ""])
+def test_a_name_that_no_model_directory_has_is_refused(name):
+    with pytest.raises(PrismrecError, match="model directory"):
+        select_model(cfg(), name)
 
 
 def test_tiger_runs_without_any_prism_module():
