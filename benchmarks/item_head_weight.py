@@ -28,7 +28,7 @@ from prismrec.config import load_config
 from prismrec.evaluation.evaluator import length_batches
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
 from prismrec.recommender.base import Batch
-from prismrec.recommender.registry import model_dir_overrides
+from prismrec.recommender.registry import select_model
 from prismrec.recommender.trainer import load_trained
 
 K = 20
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
 
-    cfg = load_config(args.run_dir / "config.yaml", model_dir_overrides(args.model) + args.overrides).recommender
+    cfg = select_model(load_config(args.run_dir / "config.yaml", args.overrides).recommender, args.model)
     model, ctx, _ = load_trained(args.run_dir, cfg, torch.device(args.device))
     group_of_item = popularity_groups(ctx.data.items["train_count"].to_numpy())
     results: dict[str, dict] = {}

@@ -24,7 +24,7 @@ from prismrec.config import load_config
 from prismrec.data.dataset import Examples
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
-from prismrec.recommender.registry import model_dir_overrides
+from prismrec.recommender.registry import select_model
 from prismrec.recommender.trainer import load_trained
 
 HISTORIES = ("test history", "without the validation item")
@@ -45,7 +45,7 @@ def main() -> None:
     for spec in args.models:
         name, _, other_run = spec.partition("@")
         run_dir = Path(other_run) if other_run else args.run_dir
-        cfg = load_config(run_dir / "config.yaml", model_dir_overrides(name) + args.overrides).recommender
+        cfg = select_model(load_config(run_dir / "config.yaml", args.overrides).recommender, name)
         model, ctx, _ = load_trained(run_dir, cfg, torch.device(args.device))
         valid, test = ctx.data.examples("valid"), ctx.data.examples("test")
         # the validation history is the test history without its most recent item

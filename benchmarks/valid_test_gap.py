@@ -24,7 +24,7 @@ from benchmark_io import machine_info, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
-from prismrec.recommender.registry import model_dir_overrides
+from prismrec.recommender.registry import select_model
 from prismrec.recommender.trainer import load_trained
 
 def slices(examples, train_count: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,7 +57,7 @@ def main() -> None:
     for name in specs:
         name, _, other_run = name.partition("@")
         run_dir = Path(other_run) if other_run else args.run_dir
-        cfg = load_config(run_dir / "config.yaml", [*model_dir_overrides(name), *args.overrides]).recommender
+        cfg = select_model(load_config(run_dir / "config.yaml", args.overrides).recommender, name)
         model, ctx, checkpoint = load_trained(run_dir, cfg, torch.device(args.device))
         train_count = ctx.data.items["train_count"].to_numpy()
         for split in ("valid", "test"):
