@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,7 @@ import typer
 
 from prismrec.cli_options import ConfigOption, ForceOption, SetOption, run_config
 
+TITLE_WIDTH = 100  # characters of an item title that `recommend` prints (Amazon titles run to 400+)
 RunDir = Annotated[Path, typer.Argument(help="Run directory (made by `prismrec prepare`).")]
 ModelOption = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="prism | tiger | sasrec | pop (default: config), or a model directory name such as "
@@ -125,7 +127,8 @@ def register(app: typer.Typer) -> None:
                                     f"got {timestamps!r}") from None
         rec = Recommender.load(run_dir, cfg)
         for rank, row in enumerate(rec.recommend(history, k, times), start=1):
-            typer.echo(f"{rank:>3}  {row['item_id']}  {row['score']:.4f}  {row['title']}")
+            title = textwrap.shorten(row["title"], TITLE_WIDTH, placeholder=" ...")  # one line per item
+            typer.echo(f"{rank:>3}  {row['item_id']}  {row['score']:.4f}  {title}")
 
     @app.command()
     def report(run_dir: RunDir) -> None:

@@ -105,3 +105,18 @@ def test_a_trained_model_is_named_by_its_directory(tmp_path, monkeypatch, capsys
     assert code == 2 and "prismrec train" in err and "--model sasrec-seed7" in err   # the command to run
     code, _, err = prismrec(monkeypatch, capsys, "serve", run, "--model", "sasrec-item-ids")
     assert code == 2 and "model directory" in err and err.count("\n") == 1
+
+
+def test_recommend_prints_one_line_per_item_with_long_titles_shortened(tmp_path, monkeypatch, capsys):
+    from prismrec.recommender.commands import TITLE_WIDTH
+
+    run = write_synthetic_run(tmp_path / "run", num_users=30)
+    prismrec(monkeypatch, capsys, "train", run, "--model", "pop")
+    long_title = "Serum " * 100 + "\nsecond line"
+    monkeypatch.setattr(Recommender, "recommend", lambda self, history, k, times=None: [
+        {"item_id": "X1", "title": long_title, "score": -1.0}, {"item_id": "X2", "title": "Short", "score": -2.0}])
+    code, out, _ = prismrec(monkeypatch, capsys, "recommend", run, "--model", "pop", "--history", "I00001", "-k", "2")
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 2 and lines[1].endswith("  Short")
+    title = lines[0].split("  ", 3)[-1]
+    assert title.startswith("Serum Serum") and title.endswith("...") and len(title) <= TITLE_WIDTH
