@@ -38,8 +38,11 @@ def _print_summary(s: dict[str, Any], run_dir: Path) -> None:
     seq = s["sequence_length"]
     pop = s["popularity"]
     kc = s.get("k_core", {})
+    source = s["source"]  # {kind, dataset, ...} of `prepare`; a bare name for runs written otherwise (synthetic)
+    if isinstance(source, dict):
+        source = ", ".join(f"{k}={v}" for k, v in source.items() if k in ("kind", "dataset"))
     rows = [
-        ("source", ", ".join(f"{k}={v}" for k, v in s["source"].items() if k in ("kind", "dataset"))),
+        ("source", source),
         ("users / items / interactions", f"{s['users']:,} / {s['items']:,} / {s['interactions']:,}"),
         ("sequence length", ", ".join(f"{k} {v}" for k, v in seq.items())),
         ("split examples", ", ".join(f"{k} {v:,}" for k, v in s["splits"].items())),
@@ -115,11 +118,15 @@ def register(app: typer.Typer) -> None:
         run_dir: Annotated[Path, typer.Argument(help="Run directory with a prepared RUN_DIR/data stage.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     ) -> None:
-        """Summary of a prepared dataset: users, items, interactions, lengths, splits, tags, popularity."""
+        """Summary of a run: its prepared data (users, items, interactions, lengths, splits, tags,
+        popularity), its stages and its models (status, validation and test NDCG@10)."""
         from prismrec.data.prepare import summarize
+        from prismrec.run_contents import model_rows, print_contents, stage_rows
 
         s = summarize(run_dir)
+        stages, models = stage_rows(run_dir), model_rows(run_dir)
         if as_json:
-            typer.echo(json.dumps(s))
+            typer.echo(json.dumps({**s, "stages": stages, "models": models}))
         else:
             _print_summary(s, run_dir)
+            print_contents(run_dir, stages, models)
