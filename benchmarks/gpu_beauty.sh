@@ -33,10 +33,6 @@ EPOCHS=${EPOCHS:-30}
 PRECISION=${PRECISION:---set recommender.amp=false}
 BACKBONE=${BACKBONE:---set recommender.encoder_layers=4 --set recommender.decoder_layers=4 --set recommender.d_ff=1024}
 GEN=${GEN:---set recommender.batch_size=512 --set recommender.lr=0.002 --set recommender.schedule_minutes=$MIN --set recommender.epochs=$EPOCHS $BACKBONE $PRECISION}
-# not in the paper: history items also carry an item-id embedding (RecommenderConfig.item_id_input)
-ITEM_IDS="--set recommender.item_id_input=true"
-# not in the paper: an item-level output head beside the SID decoder (RecommenderConfig.item_head)
-ITEM_HEAD="$ITEM_IDS --set recommender.item_head=true"
 # Preflight: the CLI imports, and a few training steps and a ranked slice of validation users
 # run on the device (benchmarks/gpu_preflight.py), so a broken environment or device path costs
 # seconds, not the lease. A missing or too old package is installed from wheels carried in .whl/
@@ -61,49 +57,36 @@ pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$RUN" --exclude='*.pt' --exclude
            models eval 2>/dev/null; mv -f "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz";
          tar -czf "$OUT/logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"; }
 
-# name | prismrec train arguments
+# the models, by model directory name: `--model NAME` sets the switches and seed the name
+# encodes (prismrec.recommender.registry.select_model); the generative models train with $GEN,
+# SASRec with the reference row's own settings
 JOBS=(
-  "prism|--model prism --seed 0 $GEN"
-  "prism-seed1|--model prism --seed 1 $GEN"
-  "prism-seed2|--model prism --seed 2 $GEN"
-  "tiger|--model tiger --seed 0 $GEN"
-  "sasrec|--model sasrec --seed 0 $PRECISION"
-  "prism-no-dsi|--model prism --no-dsi --seed 0 $GEN"
-  "prism-no-ssa|--model prism --no-ssa --seed 0 $GEN"
-  "prism-no-ats|--model prism --no-ats --seed 0 $GEN"
-  "prism-item-ids|--model prism --seed 0 $ITEM_IDS $GEN"
-  "prism-item-ids-seed1|--model prism --seed 1 $ITEM_IDS $GEN"
-  "prism-item-ids-seed2|--model prism --seed 2 $ITEM_IDS $GEN"
-  "tiger-item-ids|--model tiger --seed 0 $ITEM_IDS $GEN"
-  "prism-item-ids-item-head|--model prism --seed 0 $ITEM_HEAD $GEN"
-  "prism-item-ids-item-head-seed1|--model prism --seed 1 $ITEM_HEAD $GEN"
-  "prism-item-ids-item-head-seed2|--model prism --seed 2 $ITEM_HEAD $GEN"
-  "tiger-item-ids-item-head|--model tiger --seed 0 $ITEM_HEAD $GEN"
-  "prism-item-ids-item-head-item-std1|--model prism --seed 0 $ITEM_HEAD --set recommender.item_emb_std=1 $GEN"
-  "prism-item-ids-item-head-item-std1-seed1|--model prism --seed 1 $ITEM_HEAD --set recommender.item_emb_std=1 $GEN"
-  "prism-item-ids-item-head-item-scale11.3|--model prism --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=11.3 $GEN"
-  "prism-item-ids-item-head-item-scale11.3-seed1|--model prism --seed 1 $ITEM_HEAD --set recommender.item_emb_scale=11.3 $GEN"
-  "tiger-item-ids-item-head-item-scale11.3|--model tiger --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=11.3 $GEN"
-  "prism-item-ids-item-head-item-scale32-item-drop0.25|--model prism --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
-  "prism-item-ids-item-head-item-scale32-item-drop0.25-seed1|--model prism --seed 1 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
-  "prism-item-ids-item-head-item-scale32-item-drop0.25-seed2|--model prism --seed 2 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
-  "tiger-item-ids-item-head-item-scale32-item-drop0.25|--model tiger --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
-  "tiger-item-ids-item-head-item-scale32-item-drop0.25-seed1|--model tiger --seed 1 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
-  "tiger-item-ids-item-head-item-scale32-item-drop0.25-seed2|--model tiger --seed 2 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 $GEN"
-  "prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger|--model prism --seed 0 $ITEM_HEAD --set recommender.item_emb_scale=32 --set recommender.item_id_dropout=0.25 --set recommender.sid_stage=tokenizer-tiger $GEN"
-  "prism-item-ids-sids-tiger|--model prism --seed 0 $ITEM_IDS --set recommender.sid_stage=tokenizer-tiger $GEN"
-  "prism-item-ids-item-head-sids-tiger|--model prism --seed 0 $ITEM_HEAD --set recommender.sid_stage=tokenizer-tiger $GEN"
+  prism prism-seed1 prism-seed2 tiger sasrec prism-no-dsi prism-no-ssa prism-no-ats prism-item-ids
+  prism-item-ids-seed1 prism-item-ids-seed2 tiger-item-ids prism-item-ids-item-head
+  prism-item-ids-item-head-seed1 prism-item-ids-item-head-seed2 tiger-item-ids-item-head
+  prism-item-ids-item-head-item-std1 prism-item-ids-item-head-item-std1-seed1
+  prism-item-ids-item-head-item-scale11.3 prism-item-ids-item-head-item-scale11.3-seed1
+  tiger-item-ids-item-head-item-scale11.3 prism-item-ids-item-head-item-scale32-item-drop0.25
+  prism-item-ids-item-head-item-scale32-item-drop0.25-seed1
+  prism-item-ids-item-head-item-scale32-item-drop0.25-seed2
+  tiger-item-ids-item-head-item-scale32-item-drop0.25
+  tiger-item-ids-item-head-item-scale32-item-drop0.25-seed1
+  tiger-item-ids-item-head-item-scale32-item-drop0.25-seed2
+  prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger
+  prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger-seed1
+  prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger-seed2
+  prism-item-ids-sids-tiger prism-item-ids-item-head-sids-tiger sasrec-seed1 sasrec-seed2
 )
 # ONLY="prism tiger ..." runs a subset: each job on the one GPU slows the others
 if [ -n "${ONLY:-}" ]; then
-  kept=(); for job in "${JOBS[@]}"; do [[ " $ONLY " == *" ${job%%|*} "* ]] && kept+=("$job"); done; JOBS=("${kept[@]}")
+  kept=(); for name in "${JOBS[@]}"; do [[ " $ONLY " == *" $name "* ]] && kept+=("$name"); done; JOBS=("${kept[@]}")
 fi
 start=$(date +%s)
 pids=()
-for job in "${JOBS[@]}"; do
-  name=${job%%|*}; args=${job#*|}
-  ( python3 -m prismrec train "$RUN" $args --device "$DEVICE" --max-minutes "$MIN" \
-      && python3 -m prismrec evaluate "$RUN" $args --device "$DEVICE" ) > "$LOGS/$name.log" 2>&1 &
+for name in "${JOBS[@]}"; do
+  case $name in sasrec*) args=$PRECISION ;; *) args=$GEN ;; esac
+  ( python3 -m prismrec train "$RUN" --model "$name" $args --device "$DEVICE" --max-minutes "$MIN" \
+      && python3 -m prismrec evaluate "$RUN" --model "$name" $args --device "$DEVICE" ) > "$LOGS/$name.log" 2>&1 &
   pids+=($!)
 done
 while :; do
@@ -111,7 +94,7 @@ while :; do
   pack; echo "t=$(( $(date +%s) - start ))s running=$alive"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
   [ "$alive" -eq 0 ] && break; sleep 20
 done
-for job in "${JOBS[@]}"; do name=${job%%|*}; echo "== $name"; tail -n 4 "$LOGS/$name.log"; done
+for name in "${JOBS[@]}"; do echo "== $name"; tail -n 4 "$LOGS/$name.log"; done
 # RECENT="prism prism-item-ids ...": what each model makes of the most recent history item
 # (benchmarks/recent_item_value.py), on the GPU, for models trained above
 if [ -n "${RECENT:-}" ]; then

@@ -1,48 +1,36 @@
-"""The GPU protocol script names each job after the model directory its arguments train:
-packing, evaluation and the WEIGHTS / RECENT steps look the models up by those names."""
+"""The GPU protocol script names its jobs by model directory name (`--model NAME`): every name
+must be one that `prismrec train` accepts and trains under that name, and the shared arguments
+must not set what the names encode (the CLI refuses such a clash, which would cost device time)."""
 
 import re
 import shlex
 from pathlib import Path
 
-from prismrec.config import PipelineConfig, apply_overrides
-from prismrec.recommender.registry import model_dir_name
+from prismrec.recommender.config import RecommenderConfig
+from prismrec.recommender.registry import NAME_FIELDS, model_dir_name, select_model
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_beauty.sh"
-SWITCHES = {"--no-dsi": "recommender.use_dsi=false", "--no-ssa": "recommender.use_ssa=false",
-            "--no-ats": "recommender.use_ats=false"}
 
 
-def jobs() -> dict[str, list[str]]:
+def jobs() -> list[str]:
+    block = re.search(r"^JOBS=\((.*?)^\)", SCRIPT.read_text(), flags=re.M | re.S).group(1)
+    return block.split()
+
+
+def test_every_gpu_job_is_a_model_directory_name():
+    names = jobs()
+    assert len(names) == len(set(names))
+    assert {"prism", "tiger", "sasrec", "prism-no-dsi", "prism-item-ids-item-head-item-std1",
+            "prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger-seed1"} <= set(names)
+    for name in names:
+        cfg = select_model(RecommenderConfig(), name)
+        assert name in ("prism", "tiger", "sasrec") or model_dir_name(cfg) == name
+
+
+def test_the_shared_arguments_leave_the_named_fields_alone():
     text = SCRIPT.read_text()
-    variables = dict(re.findall(r'^(ITEM_IDS|ITEM_HEAD)="([^"]*)"', text, flags=re.M))
-    block = re.search(r"^JOBS=\((.*?)^\)", text, flags=re.M | re.S).group(1)
-    found = {}
-    for name, args in re.findall(r'"([^|"]+)\|([^"]*)"', block):
-        for _ in range(2):  # ITEM_HEAD refers to ITEM_IDS
-            for var, value in variables.items():
-                args = args.replace(f"${var}", value)
-        found[name] = [a for a in shlex.split(args) if not a.startswith("$")]
-    return found
-
-
-def overrides(args: list[str]) -> list[str]:
-    out, i = [], 0
-    while i < len(args):
-        if args[i] in SWITCHES:
-            out.append(SWITCHES[args[i]])
-            i += 1
-        else:
-            flag, value = args[i], args[i + 1]
-            out.append({"--model": f"recommender.model={value}", "--seed": f"recommender.seed={value}",
-                        "--set": value}[flag])
-            i += 2
-    return out
-
-
-def test_every_gpu_job_is_named_after_its_model_directory():
-    found = jobs()
-    assert {"prism", "tiger", "sasrec", "prism-no-dsi", "prism-item-ids-item-head-item-std1"} <= set(found)
-    for name, args in found.items():
-        cfg = apply_overrides(PipelineConfig(), overrides(args)).recommender
-        assert model_dir_name(cfg) == name, args
+    shared = " ".join(re.findall(r"^(?:GEN|PRECISION|BACKBONE)=\$\{\w+:-(.*)\}$", text, flags=re.M))
+    assert "recommender.batch_size" in shared and "recommender.amp" in shared  # the pattern found them
+    fields = [a.split("=", 1)[0].removeprefix("recommender.") for a in shlex.split(shared) if "=" in a]
+    assert not set(fields) & set(NAME_FIELDS), fields
+    assert "--seed" not in shared and "--no-" not in shared
