@@ -119,7 +119,7 @@ def select_model(cfg: RecommenderConfig, name: str) -> RecommenderConfig:
         valid = False
     if not valid:
         raise PrismrecError(f"--model {name!r}: expected {', '.join(MODEL_NAMES)} or the name of a model "
-                            "directory (RUN_DIR/models/<name>, as `prismrec report` lists them, e.g. "
+                            "directory (RUN_DIR/models/<name>, as `prismrec info RUN_DIR` lists them, e.g. "
                             "prism-no-dsi or tiger-item-ids-item-head-seed1)")
     return dataclasses.replace(cfg, **{field: getattr(parsed, field) for field in NAME_FIELDS})
 
