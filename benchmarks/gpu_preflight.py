@@ -63,7 +63,7 @@ def main() -> None:
     for i in range(3 + args.steps):
         synchronize(device)
         start = time.perf_counter()
-        batch = Batch.from_examples(train, batches[i], device)
+        batch = Batch.from_examples(train, batches[i % len(batches)], device)  # a small run has few batches
         with amp:
             loss = model.calculate_loss(batch)["loss"]
         optimizer.zero_grad(set_to_none=True)
