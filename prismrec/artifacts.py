@@ -118,6 +118,12 @@ def stage_fingerprint(stage_path: str | os.PathLike) -> str:
     return read_json(manifest).get("fingerprint", "missing")
 
 
+def evaluation_inputs(model_stage: str | os.PathLike) -> dict[str, str]:
+    """What a model's evaluation depends on: the model stage and its best checkpoint's bytes (a
+    resumed training keeps its config but may select a new best)."""
+    return {"model": stage_fingerprint(model_stage), "checkpoint": file_fingerprint(Path(model_stage) / "best.pt")}
+
+
 def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prismrec.artifacts import MANIFEST, file_fingerprint, read_json, stage_fingerprint
+from prismrec.artifacts import MANIFEST, evaluation_inputs, read_json, stage_fingerprint
 
 
 def _manifest(path: Path) -> dict | None:
@@ -64,16 +64,14 @@ def model_rows(run_dir: str | Path) -> list[dict]:
             row["valid_ndcg@10"] = best if isinstance(best, float) and best >= 0 else None
             evaluation = _manifest(run_dir / "eval" / path.name)
             if evaluation is not None:
-                # what `evaluate` checks before it reuses an evaluation: the model and its checkpoint's bytes
-                current = evaluation.get("inputs") == {"model": manifest.get("fingerprint"),
-                                                       "checkpoint": file_fingerprint(path / "best.pt")}
-                row["evaluation"] = "current" if current else "stale"
-                try:
-                    test = read_json(run_dir / "eval" / path.name / "metrics.json")["test"]
-                    if current:
-                        row.update({"test_recall@10": test["recall@10"], "test_ndcg@10": test["ndcg@10"]})
-                except (OSError, KeyError, json.JSONDecodeError):
-                    row["evaluation"] = "stale"
+                row["evaluation"] = "stale"
+                if evaluation.get("inputs") == evaluation_inputs(path):  # what `evaluate` checks to reuse it
+                    try:
+                        test = read_json(run_dir / "eval" / path.name / "metrics.json")["test"]
+                        row.update({"evaluation": "current", "test_recall@10": test["recall@10"],
+                                    "test_ndcg@10": test["ndcg@10"]})
+                    except (OSError, KeyError, json.JSONDecodeError):
+                        pass
         elif (path / "last.pt").exists():
             row["status"] = "unfinished"  # training now, or stopped: the same `train` resumes it
         try:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from prismrec.artifacts import (build_stage, file_fingerprint, is_current, read_json, stage_fingerprint, stage_fingerprint_for,
+from prismrec.artifacts import (build_stage, evaluation_inputs, is_current, read_json, stage_fingerprint_for,
                                 write_json, write_text)
 from prismrec.data.dataset import Examples
 from prismrec.evaluation.metrics import (GROUPS, KS, SELECT_ON, group_metrics, markdown_table, metrics_from_positions,
@@ -108,8 +108,7 @@ def evaluate_run(run_dir: str | Path, cfg, force: bool = False) -> dict:
     if rcfg.item_head:
         settings.update({"item_score_weights": rcfg.item_score_weights} if rcfg.item_score_weights
                         else {"item_score_weight": rcfg.item_score_weight})
-    # the checkpoint's bytes too: a resumed training run keeps its config but may select a new best
-    inputs = {"model": stage_fingerprint(model_stage), "checkpoint": file_fingerprint(model_stage / "best.pt")}
+    inputs = evaluation_inputs(model_stage)
     if not force and is_current(final, stage_fingerprint_for(settings, inputs)):
         log.info("evaluate %s: unchanged, reusing %s", name, final)
         return read_json(final / "metrics.json")

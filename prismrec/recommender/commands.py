@@ -26,15 +26,14 @@ DeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto | cp
 def resolve(run_dir: Path, config: Optional[Path], sets: Optional[list[str]], model: Optional[str], no_dsi: bool,
             no_ssa: bool, no_ats: bool, seed: Optional[int], device: Optional[str], max_minutes: Optional[float] = None):
     """The run's config with the command-line switches applied to its recommender section."""
-    from prismrec.recommender.registry import MODEL_NAMES, check_model
+    from prismrec.recommender.registry import check_model
 
     cfg = run_config(run_dir, config, sets)
-    if model is not None and model not in MODEL_NAMES:
+    if model is not None:
         flags = [flag for flag, given in (("--seed", seed is not None), ("--no-dsi", no_dsi), ("--no-ssa", no_ssa),
                                           ("--no-ats", no_ats)) if given]
         cfg.recommender = named_model(cfg.recommender, model, sets, flags)
-        model = None
-    changes = {k: v for k, v in (("model", model), ("seed", seed), ("device", device), ("max_minutes", max_minutes))
+    changes = {k: v for k, v in (("seed", seed), ("device", device), ("max_minutes", max_minutes))
                if v is not None}
     changes.update({k: False for k, off in (("use_dsi", no_dsi), ("use_ssa", no_ssa), ("use_ats", no_ats)) if off})
     cfg.recommender = dataclasses.replace(cfg.recommender, **changes)
@@ -44,8 +43,8 @@ def resolve(run_dir: Path, config: Optional[Path], sets: Optional[list[str]], mo
 
 def named_model(rcfg, name: str, sets: Optional[list[str]], flags: list[str] = ()):
     """``rcfg`` set to the model ``name`` (``registry.select_model``). A model directory name says
-    every field it encodes, so a ``--set`` or flag that changes one of them is an error, not a
-    silent override."""
+    every field it encodes, so a ``--set`` or flag (``flags``: those given) that changes one of them
+    is an error, not a silent override; beside a bare model name they apply as usual."""
     from prismrec.errors import PrismrecError
     from prismrec.recommender.registry import MODEL_NAMES, NAME_FIELDS, select_model
 
