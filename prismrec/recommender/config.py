@@ -55,6 +55,11 @@ class RecommenderConfig:
     # paper; off by default. item_score_weight only changes ranking (validation during training,
     # which picks the checkpoint, ranks with the weight set then; benchmarks/item_head_weight.py)
     item_head: bool = False
+    # the item head's query also reads the most recent history item directly: o_0 plus a linear map
+    # (started at zero) of the encoder outputs at that item's SID tokens, as SASRec's query is the
+    # hidden state at the last position (SASRec-CE's lead on Beauty is the most recent item,
+    # benchmarks/results/recent-item-value-*). Needs item_head. Not in the paper; off by default
+    item_head_recent: bool = False
     item_score_weight: float = 1.0
     # the weights validation tries, from one candidate pass: it keeps the one with the best NDCG@10
     # (stored with the best checkpoint, which is selected on that score); evaluation picks it on the

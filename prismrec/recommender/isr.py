@@ -216,6 +216,13 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         # ---- item-level output head (RecommenderConfig.item_head; not in the paper): its item
         # vectors are built from token_emb (and item_emb), so it only adds one bias per item
         self.item_bias = nn.Parameter(torch.zeros(num_items)) if cfg.item_head else None
+        self.recent_query = None
+        if cfg.item_head_recent:  # RecommenderConfig.item_head_recent: starts as the plain head
+            if not cfg.item_head:
+                raise PrismrecError("recommender.item_head_recent: the item head's query needs recommender.item_head=true")
+            self.recent_query = nn.Linear(d, d)
+            nn.init.zeros_(self.recent_query.weight)
+            nn.init.zeros_(self.recent_query.bias)
 
         if cfg.item_head and any(not 0 <= w < math.inf for w in cfg.item_score_weights):
             raise PrismrecError(f"recommender.item_score_weights: expected finite weights >= 0, "
@@ -304,13 +311,19 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         """(B, d) decoder output o_0 at BOS (nothing generated yet): what the item head reads."""
         return self.decode(memory, memory_pad, memory_pad.new_zeros(len(memory_pad), 1, 0, dtype=torch.long))[:, 0, 0]
 
-    def item_log_probs(self, first: torch.Tensor) -> torch.Tensor:
-        """Item head: (B, num_items) log-softmax over the catalog for first decoder outputs o_0 (B, d).
+    def item_log_probs(self, first: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Item head: (B, num_items) log-softmax over the catalog for first decoder outputs o_0 (B, d)
+        and the encoder memory (B, S*T, d) they read.
 
         An item's vector is the mean of its SID token embeddings (plus its item-id embedding):
-        an item seldom seen as a target still scores through the tokens it shares.
+        an item seldom seen as a target still scores through the tokens it shares. The query is
+        o_0, plus (item_head_recent) a map of the memory at the most recent item's T tokens:
+        histories are right-aligned, so those are the last T positions.
         """
-        return F.linear(first * self.cfg.d_model ** -0.5, self.item_vectors(), self.item_bias).float().log_softmax(-1)
+        query = first
+        if self.recent_query is not None:
+            query = query + self.recent_query(memory[:, -self.depth:].mean(1))
+        return F.linear(query * self.cfg.d_model ** -0.5, self.item_vectors(), self.item_bias).float().log_softmax(-1)
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items, d) the item head's item vectors. Without autograd (ranking) they are
@@ -391,7 +404,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             loss = loss + self.cfg.gamma * (reg + cls)                                   # Eq. 18
             parts.update(ssa_reg=reg.detach(), ssa_cls=cls.detach())
         if self.item_bias is not None:
-            item = F.nll_loss(self.item_log_probs(out[:, 0]), target)
+            item = F.nll_loss(self.item_log_probs(out[:, 0], memory), target)
             loss = loss + item
             parts.update(item=item.detach())
         return {"loss": loss, **parts}
@@ -447,7 +460,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         items, scores = beam_search(step_logits, self.trie, len(memory), width, temperature)
         if self.item_bias is None:
             return items, scores, None
-        item_logp = self.item_log_probs(first[0])
+        item_logp = self.item_log_probs(first[0], memory)
         extra = item_logp.topk(min(width, item_logp.shape[1]), dim=1).indices
         candidates = torch.cat([items, extra], 1)
         extra_out = self.decode_from_bos(memory_kv, pad, self.item_tokens[extra, :-1], first[0], bos_cache)
@@ -467,7 +480,7 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         memory, pad = self.encode(batch)
         scores = self.sid_log_probs(memory, pad, candidates)
         if self.item_bias is not None:
-            item_logp = self.item_log_probs(self.first_output(memory, pad))
+            item_logp = self.item_log_probs(self.first_output(memory, pad), memory)
             scores = scores + self.cfg.item_score_weight * item_logp.gather(1, candidates)
         return scores
 

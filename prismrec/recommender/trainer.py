@@ -58,7 +58,7 @@ NOT_TRAINING_SETTINGS = ("device", "amp_cpu", "max_minutes", "eval_batch_size", 
                          "item_score_weight", "item_score_weights")
 # options added after runs were trained, with their off value (artifacts.fingerprint_settings)
 ADDED_OPTIONS = {"tie_heads": False, "sid_stage": "", "item_id_input": False, "item_head": False,
-                 "item_emb_std": 0.0, "item_emb_scale": 1.0, "item_id_dropout": 0.0}
+                 "item_head_recent": False, "item_emb_std": 0.0, "item_emb_scale": 1.0, "item_id_dropout": 0.0}
 
 
 def seed_everything(seed: int) -> None:

@@ -428,7 +428,7 @@ def test_item_head_ranking_equals_exhaustive_combined_scoring(ctx, weight):
     memory, pad = model.encode(batch)
     sid = model.sid_log_probs(memory, pad, every_item)
     first = model.first_output(memory, pad)
-    item = model.item_log_probs(first)
+    item = model.item_log_probs(first, memory)
     assert torch.allclose(item.exp().sum(1), torch.ones(len(batch.target)), atol=1e-4)
     assert torch.allclose(exhaustive, sid + weight * item, atol=1e-4)
 
@@ -441,7 +441,7 @@ def test_item_head_with_a_narrow_beam_adds_the_heads_own_top_items(ctx):
     assert torch.allclose(scores, model.score_items(batch, items), atol=1e-4)
     memory, pad = model.encode(batch)
     first = model.first_output(memory, pad)
-    favourite = model.item_log_probs(first).argmax(1, keepdim=True)
+    favourite = model.item_log_probs(first, memory).argmax(1, keepdim=True)
     plain = build(ctx, item_id_input=True, beam_size=3).eval()
     plain.load_state_dict({n: v for n, v in model.state_dict().items() if n != "item_bias"})
     beam_items, _ = plain.rank(batch, k=8)
@@ -489,12 +489,45 @@ def test_item_head_loss_and_gradient_paths(ctx):
     assert torch.allclose(out["loss"], out["gen"] + TINY.gamma * (out["ssa_reg"] + out["ssa_cls"]) + out["item"])
     # the full-softmax item loss alone reaches the bias of every item and the tokens of every item
     model.zero_grad()
-    first = model.decode(*model.encode(batch), model.item_tokens[batch.target, None, :-1])[:, 0, 0]
-    F.nll_loss(model.item_log_probs(first), batch.target).backward()
+    memory, pad = model.encode(batch)
+    first = model.decode(memory, pad, model.item_tokens[batch.target, None, :-1])[:, 0, 0]
+    F.nll_loss(model.item_log_probs(first, memory), batch.target).backward()
     assert (model.item_bias.grad != 0).all()
     used = torch.unique(model.item_tokens)
     assert (model.token_emb.weight.grad[used].abs().sum(1) > 0).all()
     assert model.bos.grad is not None and float(model.bos.grad.abs().sum()) > 0
+
+
+def test_item_head_recent_query_reads_the_most_recent_item(ctx):
+    with pytest.raises(PrismrecError, match="item_head_recent"):
+        build(ctx, item_head_recent=True)
+    plain = build(ctx, item_head=True, item_id_input=True).eval()
+    recent = build(ctx, item_head=True, item_id_input=True, item_head_recent=True).eval()
+    recent.load_state_dict(plain.state_dict(), strict=False)
+    batch = batch_of(ctx, "valid", size=8)
+    # started at zero, the map leaves the plain head's scores
+    assert torch.equal(recent.score_items(batch, batch.target[:, None]), plain.score_items(batch, batch.target[:, None]))
+    # it is trained (through the item loss: the SID path does not read it)
+    recent.train()
+    recent.calculate_loss(batch)["loss"].backward()
+    assert float(recent.recent_query.weight.grad.abs().sum()) > 0
+    with torch.no_grad():
+        torch.nn.init.normal_(recent.recent_query.weight)
+    recent.eval()
+    memory, pad = recent.encode(batch)
+    first = recent.first_output(memory, pad)
+    changed = memory.clone()
+    changed[:, -recent.depth:] += 1.0                    # the most recent item's tokens
+    older = memory.clone()
+    older[:, : -recent.depth] += 1.0                     # every earlier position
+    base = recent.item_log_probs(first, memory)
+    assert not torch.allclose(recent.item_log_probs(first, changed), base)
+    assert torch.allclose(recent.item_log_probs(first, older), base)
+    # ranking and exhaustive scoring agree with the new query
+    wide = build(ctx, item_head=True, item_id_input=True, item_head_recent=True, beam_size=ctx.num_items).eval()
+    wide.load_state_dict(recent.state_dict())
+    items, scores = wide.rank(batch, k=5)
+    assert torch.allclose(scores, wide.score_items(batch, items), atol=1e-4)
 
 
 def test_item_vectors_are_kept_for_ranking_and_rebuilt_when_a_weight_changes(ctx):
