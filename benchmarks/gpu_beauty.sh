@@ -76,6 +76,8 @@ JOBS=(
   prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger-seed1
   prism-item-ids-item-head-item-scale32-item-drop0.25-sids-tiger-seed2
   prism-item-ids-sids-tiger prism-item-ids-item-head-sids-tiger sasrec-seed1 sasrec-seed2
+  prism-item-ids-item-head-item-recent-item-scale32-item-drop0.25-sids-tiger
+  prism-item-ids-item-head-item-recent-item-scale32-item-drop0.25-sids-tiger-seed1
 )
 # ONLY="prism tiger ..." runs a subset: each job on the one GPU slows the others
 if [ -n "${ONLY:-}" ]; then
