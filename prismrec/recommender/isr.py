@@ -219,7 +219,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         self.recent_query = None
         if cfg.item_head_recent:  # RecommenderConfig.item_head_recent: starts as the plain head
             if not cfg.item_head:
-                raise PrismrecError("recommender.item_head_recent: the item head's query needs recommender.item_head=true")
+                raise PrismrecError("recommender.item_head_recent: the item head's query needs "
+                                    "recommender.item_head=true")
             self.recent_query = nn.Linear(d, d)
             nn.init.zeros_(self.recent_query.weight)
             nn.init.zeros_(self.recent_query.bias)

@@ -506,7 +506,8 @@ def test_item_head_recent_query_reads_the_most_recent_item(ctx):
     recent.load_state_dict(plain.state_dict(), strict=False)
     batch = batch_of(ctx, "valid", size=8)
     # started at zero, the map leaves the plain head's scores
-    assert torch.equal(recent.score_items(batch, batch.target[:, None]), plain.score_items(batch, batch.target[:, None]))
+    targets = batch.target[:, None]
+    assert torch.equal(recent.score_items(batch, targets), plain.score_items(batch, targets))
     # it is trained (through the item loss: the SID path does not read it)
     recent.train()
     recent.calculate_loss(batch)["loss"].backward()
