@@ -10,6 +10,9 @@ script shows every w's test row and popularity groups beside it.
 
     python benchmarks/item_head_weight.py runs/beauty --model prism-item-ids-item-head
     # writes benchmarks/results/item-head-weight-<date>.{json,md}
+
+``--mixture`` ranks by log(p_SID + w * p_item) instead: the sum of the two distributions (an item
+strong on either path ranks high) rather than their product (it must be strong on both).
 """
 
 from __future__ import annotations
@@ -52,10 +55,15 @@ def candidate_parts(model, examples, batch_size: int, device: str) -> tuple[np.n
     return tuple(parts)
 
 
-def ranked_by(candidates: np.ndarray, sid: np.ndarray, item: np.ndarray, weight: float) -> np.ndarray:
-    """Top-K candidates by sid + weight * item (inf: by item, then sid); -1 where none is left."""
+def ranked_by(candidates: np.ndarray, sid: np.ndarray, item: np.ndarray, weight: float,
+              mixture: bool = False) -> np.ndarray:
+    """Top-K candidates by sid + weight * item, the product of the two distributions (``mixture``:
+    by log(p_SID + weight * p_item), their sum; inf: by item, then sid); -1 where none is left."""
     if np.isinf(weight):   # the item head alone; a candidate the beam duplicated stays out
         score = np.where(np.isfinite(sid), item, -np.inf) + 1e-6 * np.nan_to_num(sid, neginf=0.0)
+    elif mixture:
+        with np.errstate(divide="ignore"):
+            score = np.where(np.isfinite(sid), np.logaddexp(sid, np.log(weight) + item), -np.inf)
     else:
         score = sid + weight * item
     order = np.argsort(-score, axis=1, kind="stable")[:, :K]
@@ -68,6 +76,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--model", required=True, help="model directory name, e.g. prism-item-ids-item-head")
     parser.add_argument("--weights", default="0,0.25,0.5,1,2,4,inf", help="comma-separated item_score_weight values")
+    parser.add_argument("--mixture", action="store_true",
+                        help="rank by log(p_SID + w * p_item) instead of log p_SID + w * log p_item")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override KEY=VALUE, as the model was trained with; repeatable")
@@ -84,7 +94,7 @@ def main() -> None:
         parts = candidate_parts(model, examples, cfg.eval_batch_size, args.device)
         group = group_of_item[examples.target]
         for weight in weights:
-            positions = target_positions(ranked_by(*parts, weight), examples.target)
+            positions = target_positions(ranked_by(*parts, weight, args.mixture), examples.target)
             results.setdefault(str(weight), {})[split] = {
                 "all": metrics_from_positions(positions),
                 **{g: metrics_from_positions(positions[group == i], ks=(10,)) for i, g in enumerate(GROUPS)}}
@@ -93,7 +103,8 @@ def main() -> None:
     best = max(results, key=lambda w: results[w]["valid"]["all"]["ndcg@10"])
     date = dt.date.today().isoformat()
     command = "python benchmarks/item_head_weight.py " + " ".join(sys.argv[1:])
-    lines = [f"# Item-head weight, {args.model}, {date}", "", f"`{command}`", "",
+    rule = "log(p_SID + w * p_item)" if args.mixture else "log p_SID + w * log p_item"
+    lines = [f"# Item-head weight, {args.model}, {date}", "", f"`{command}`", "", f"Candidates ranked by {rule}.", "",
              f"Selected on validation NDCG@10: w = {best}.", "",
              "| w | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@20 | test N@20 | "
              + " | ".join(f"test R@10 {g}" for g in GROUPS) + " |",
@@ -105,7 +116,7 @@ def main() -> None:
                      f"{t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
                      + " | ".join(f"{row['test'][g]['recall@10']:.4f}" for g in GROUPS) + " |")
     stem = args.out or Path(__file__).parent / "results" / f"item-head-weight-{date}"
-    write_results(stem, {"date": date, "command": command, "model": args.model, "selected_weight": best,
+    write_results(stem, {"date": date, "command": command, "model": args.model, "rule": rule, "selected_weight": best,
                          "machine": machine_info(), "results": results}, lines)
     print("\n".join(lines))
 
