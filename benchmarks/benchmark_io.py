@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -18,6 +21,20 @@ def machine_info() -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             # the dev machine is shared: a load above the core count slows every figure
             "load_average_1min_at_start": os.getloadavg()[0]}
+
+
+def command_line(*run_dirs: str | Path) -> str:
+    """The command that made a result, as typed from the repository root, with each run directory
+    written RUN (RUN2, ... for further ones): results are committed, and where a run directory
+    lay on the machine that measured them tells a reader nothing."""
+    args = sys.argv[1:]
+    names = {}
+    for run_dir in run_dirs:
+        names.setdefault(str(Path(run_dir)), "RUN" if not names else f"RUN{len(names) + 1}")
+    for path, name in sorted(names.items(), key=lambda item: -len(item[0])):  # /a/bc before /a/b
+        args = [re.sub(rf"(?<![\w/.-]){re.escape(path)}(?![\w.-])", name, arg) for arg in args]
+    args = [arg.rstrip("/") if arg.rstrip("/") in names.values() else arg for arg in args]  # RUN/ -> RUN
+    return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
 
 
 def write_results(stem: Path, results: dict, lines: list[str]) -> None:

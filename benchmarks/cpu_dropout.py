@@ -16,7 +16,6 @@ import argparse
 import copy
 import datetime as dt
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark_io import machine_info, write_results
+from benchmark_io import command_line, machine_info, write_results
 from prismrec.config import load_config
 from prismrec.device import cpu_has_native_bf16, mixed_precision
 from prismrec.recommender.base import Batch
@@ -100,7 +99,7 @@ def main() -> None:
 
     results = {
         "date": dt.date.today().isoformat(),
-        "command": "python benchmarks/cpu_dropout.py " + " ".join(sys.argv[1:]),
+        "command": command_line(args.run_dir),
         "machine": machine_info(),
         "run": {"model": args.model, "checkpoint_epoch": checkpoint.get("epoch"), "batch_size": cfg.batch_size,
                 "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers, "d_ff": cfg.d_ff,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark_io import machine_info, write_results
+from benchmark_io import command_line, machine_info, write_results
 from prismrec.config import load_config
 from prismrec.device import cpu_has_native_bf16, mixed_precision
 from prismrec.evaluation.evaluator import rank_examples
@@ -97,7 +97,7 @@ def main() -> None:
 
     results = {
         "date": dt.date.today().isoformat(),
-        "command": "python benchmarks/cpu_precision.py " + " ".join(sys.argv[1:]),
+        "command": command_line(args.run_dir),
         "machine": machine_info(),
         "run": {"model": args.model, "checkpoint_epoch": checkpoint.get("epoch"), "batch_size": cfg.batch_size,
                 "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers, "d_ff": cfg.d_ff,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark_io import machine_info, write_results
+from benchmark_io import command_line, machine_info, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import length_batches
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
@@ -102,7 +102,7 @@ def main() -> None:
 
     best = max(results, key=lambda w: results[w]["valid"]["all"]["ndcg@10"])
     date = dt.date.today().isoformat()
-    command = "python benchmarks/item_head_weight.py " + " ".join(sys.argv[1:])
+    command = command_line(args.run_dir)
     rule = "log(p_SID + w * p_item)" if args.mixture else "log p_SID + w * log p_item"
     lines = [f"# Item-head weight, {args.model}, {date}", "", f"`{command}`", "", f"Candidates ranked by {rule}.", "",
              f"Selected on validation NDCG@10: w = {best}.", "",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark_io import machine_info, write_results
+from benchmark_io import command_line, machine_info, write_results
 from prismrec.config import load_config
 from prismrec.data.dataset import Examples
 from prismrec.evaluation.evaluator import rank_examples
@@ -60,7 +60,7 @@ def main() -> None:
         print(f"{spec}: ranked", file=sys.stderr)
 
     date = dt.date.today().isoformat()
-    command = "python benchmarks/recent_item_value.py " + " ".join(sys.argv[1:])
+    command = command_line(args.run_dir)
     lines = [f"# What the most recent item is worth — test Recall@10 by target popularity, {date}", "",
              f"`{command}`", "",
              "| model | history | R@10 all | N@10 all | " + " | ".join(f"R@10 {g}" for g in GROUPS) + " |",

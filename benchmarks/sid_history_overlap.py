@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark_io import machine_info, write_results
+from benchmark_io import command_line, machine_info, write_results
 from prismrec.data.dataset import PAD, load_prepared
 from prismrec.evaluation.metrics import GROUPS, popularity_groups
 from prismrec.tokenizer.store import load_sids
@@ -70,7 +70,7 @@ def main() -> None:
                 for measure, hit in hits.items()}
 
     date = dt.date.today().isoformat()
-    command = "python benchmarks/sid_history_overlap.py " + " ".join(sys.argv[1:])
+    command = command_line(*(Path(spec.partition('=')[0]).parent for spec in args.stages))
     lines = [f"# Target's coarse SID codes in the history, by target popularity — {date}", "", f"`{command}`", ""]
     for split in ("valid", "test"):
         lines += [f"## {split}", "", "| SIDs | measure | all | " + " | ".join(GROUPS) + " |", "|---|---|---|" + "---|" * len(GROUPS)]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark_io import machine_info, write_results
+from benchmark_io import command_line, machine_info, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
@@ -72,7 +72,7 @@ def main() -> None:
         print(f"{name}: ranked valid and test", file=sys.stderr)
 
     date = dt.date.today().isoformat()
-    results = {"date": date, "command": "python benchmarks/valid_test_gap.py " + " ".join(sys.argv[1:]),
+    results = {"date": date, "command": command_line(args.run_dir),
                "machine": machine_info(), "models": specs,
                "slices": {label: {"share": shares[label],
                                   **{f"{m}/{s}": {"recall@10": v[0], "ndcg@10": v[1]} for (m, s), v in r.items()}}
