@@ -52,9 +52,11 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, dict] = {}
+    run_dirs = []
     for spec in args.stages:
         path, _, label = spec.partition("=")
         stage = Path(path)
+        run_dirs.append(stage.parent)
         label = label or str(stage)
         data = load_prepared(stage.parent)
         codes = load_sids(stage.parent, stage.name).codes
@@ -70,7 +72,7 @@ def main() -> None:
                 for measure, hit in hits.items()}
 
     date = dt.date.today().isoformat()
-    command = command_line(*(Path(spec.partition('=')[0]).parent for spec in args.stages))
+    command = command_line(*run_dirs)
     lines = [f"# Target's coarse SID codes in the history, by target popularity — {date}", "", f"`{command}`", ""]
     for split in ("valid", "test"):
         lines += [f"## {split}", "", "| SIDs | measure | all | " + " | ".join(GROUPS) + " |", "|---|---|---|" + "---|" * len(GROUPS)]

@@ -4,8 +4,7 @@ and never a path of the machine that measured them."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from benchmark_io import command_line  # noqa: E402
+from benchmark_io import command_line
 
 
 def test_the_run_directory_is_written_run(monkeypatch):

@@ -1,13 +1,10 @@
 """``benchmarks/item_head_weight.py`` re-ranks the candidates by the product of the SID and item
 distributions, or with ``--mixture`` by their sum: hand-computed orders on one user."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from item_head_weight import ranked_by  # noqa: E402
+from item_head_weight import ranked_by
 
 CANDIDATES = np.array([[10, 11, 12, 13]])
 SID = np.log(np.array([[0.6, 0.3, 0.1, 0.0]]))     # candidate 13 is a duplicate: -inf, never ranked
