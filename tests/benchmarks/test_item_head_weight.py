@@ -1,7 +1,6 @@
 """``benchmarks/item_head_weight.py`` re-ranks the candidates by the product of the SID and item
 distributions, or with ``--mixture`` by their sum: hand-computed orders on one user."""
 
-
 import numpy as np
 
 from item_head_weight import ranked_by
