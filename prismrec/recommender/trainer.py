@@ -171,6 +171,9 @@ def train_run(run_dir: str | Path, cfg, force: bool = False) -> Path:
     replicas.start(device)
     try:
         _train(out, ctx, rcfg, settings, inputs, fingerprint, device, replicas, force)
+        # the replicas leave together, once rank 0 has written its files: one tearing down its
+        # gloo group while another still works in it has aborted the process (SIGABRT, seen in CI)
+        replicas.barrier()
     finally:
         replicas.stop()
     return out
