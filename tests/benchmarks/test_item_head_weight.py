@@ -6,7 +6,7 @@ import numpy as np
 from item_head_weight import ranked_by
 
 CANDIDATES = np.array([[10, 11, 12, 13]])
-SID = np.log(np.array([[0.6, 0.3, 0.1, 0.0]]))     # candidate 13 is a duplicate: -inf, never ranked
+SID = np.array([[np.log(0.6), np.log(0.3), np.log(0.1), -np.inf]])  # 13 is a duplicate: -inf, never ranked
 ITEM = np.log(np.array([[0.05, 0.25, 0.7, 0.9]]))
 
 
