@@ -6,7 +6,8 @@ log p_SID + w * log p_item (``IntegratedSemanticRecommender.candidate_scores``).
 candidates and both score parts are computed once; every weight re-sorts them. w = 0 is the
 SID path alone (over the same candidates), w = inf the item head alone. Training and
 ``prismrec evaluate`` pick w on validation themselves (``recommender.item_score_weights``); this
-script shows every w's test row and popularity groups beside it.
+script shows every w's test row and popularity groups beside it, and the share of targets among
+the candidates (the ceiling of any w).
 
     python benchmarks/item_head_weight.py runs/beauty --model prism-item-ids-item-head
     # writes benchmarks/results/item-head-weight-<date>.{json,md}
@@ -71,6 +72,12 @@ def ranked_by(candidates: np.ndarray, sid: np.ndarray, item: np.ndarray, weight:
     return np.where(np.isfinite(np.take_along_axis(score, order, 1)), ranked, -1)
 
 
+def among_candidates(candidates: np.ndarray, sid: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Whether each example's target is one of its (non-duplicate) candidates: the ceiling of any
+    re-ranking, whatever the weight or rule."""
+    return ((candidates == targets[:, None]) & np.isfinite(sid)).any(axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -89,10 +96,14 @@ def main() -> None:
     model, ctx, _ = load_trained(args.run_dir, cfg, torch.device(args.device))
     group_of_item = popularity_groups(ctx.data.items["train_count"].to_numpy())
     results: dict[str, dict] = {}
+    ceiling: dict[str, dict] = {}  # share of targets among the candidates, per split
     for split in SPLITS:
         examples = ctx.data.examples(split)
         parts = candidate_parts(model, examples, cfg.eval_batch_size, args.device)
         group = group_of_item[examples.target]
+        found = among_candidates(parts[0], parts[1], examples.target)
+        ceiling[split] = {"candidates": parts[0].shape[1], "all": float(found.mean()),
+                          **{g: float(found[group == i].mean()) for i, g in enumerate(GROUPS)}}
         for weight in weights:
             positions = target_positions(ranked_by(*parts, weight, args.mixture), examples.target)
             results.setdefault(str(weight), {})[split] = {
@@ -115,8 +126,12 @@ def main() -> None:
         lines.append(f"| {weight}{mark} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} | {t['recall@10']:.4f} | "
                      f"{t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
                      + " | ".join(f"{row['test'][g]['recall@10']:.4f}" for g in GROUPS) + " |")
+    top = ceiling["test"]
+    lines += ["", f"Test targets among the {top['candidates']} candidates (the ceiling of any w): "
+              + f"{top['all']:.4f}; " + ", ".join(f"{g} {top[g]:.4f}" for g in GROUPS) + "."]
     stem = args.out or Path(__file__).parent / "results" / f"item-head-weight-{date}"
     write_results(stem, {"date": date, "command": command, "model": args.model, "rule": rule, "selected_weight": best,
+                         "targets_among_candidates": ceiling,
                          "machine": machine_info(), "results": results}, lines)
     print("\n".join(lines))
 

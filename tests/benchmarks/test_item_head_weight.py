@@ -3,7 +3,7 @@ distributions, or with ``--mixture`` by their sum: hand-computed orders on one u
 
 import numpy as np
 
-from item_head_weight import ranked_by
+from item_head_weight import among_candidates, ranked_by
 
 CANDIDATES = np.array([[10, 11, 12, 13]])
 SID = np.array([[np.log(0.6), np.log(0.3), np.log(0.1), -np.inf]])  # 13 is a duplicate: -inf, never ranked
@@ -28,3 +28,10 @@ def test_mixture_ranks_by_p_sid_plus_w_p_item():
 def test_infinite_weight_ranks_by_the_item_head_alone():
     assert ranked_by(CANDIDATES, SID, ITEM, np.inf).tolist() == [[12, 11, 10, -1]]
     assert ranked_by(CANDIDATES, SID, ITEM, np.inf, mixture=True).tolist() == [[12, 11, 10, -1]]
+
+
+def test_a_target_counts_among_the_candidates_only_where_its_sid_score_is_finite():
+    candidates = np.array([[10, 11, 12, 13], [10, 11, 12, 13], [10, 11, 12, 13]])
+    sid = np.vstack([SID] * 3)
+    # 11 is a candidate; 13 only as a duplicate (-inf), which no ranking keeps; 99 is not one
+    assert among_candidates(candidates, sid, np.array([11, 13, 99])).tolist() == [True, False, False]
