@@ -16,7 +16,6 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmark_io import command_line, machine_info, write_results
