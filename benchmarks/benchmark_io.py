@@ -28,13 +28,28 @@ def command_line(*run_dirs: str | Path) -> str:
     written RUN (RUN2, ... for further ones): results are committed, and where a run directory
     lay on the machine that measured them tells a reader nothing."""
     args = sys.argv[1:]
-    names = {}
-    for run_dir in run_dirs:
-        names.setdefault(str(Path(run_dir)), "RUN" if not names else f"RUN{len(names) + 1}")
+    names = run_names(*run_dirs)
     for path, name in sorted(names.items(), key=lambda item: -len(item[0])):  # /a/bc before /a/b
         args = [re.sub(rf"(?<![\w/.-]){re.escape(path)}(?![\w.-])", name, arg) for arg in args]
     args = [arg.rstrip("/") if arg.rstrip("/") in names.values() else arg for arg in args]  # RUN/ -> RUN
     return shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
+
+
+def run_names(*run_dirs: str | Path) -> dict[str, str]:
+    """RUN, RUN2, ... for each distinct run directory, in order of first appearance."""
+    names: dict[str, str] = {}
+    for run_dir in run_dirs:
+        names.setdefault(str(Path(run_dir)), "RUN" if not names else f"RUN{len(names) + 1}")
+    return names
+
+
+def model_specs(specs: list[str], run_dir: str | Path) -> list[tuple[str, str, Path]]:
+    """(label, model name, run directory) of each ``NAME`` or ``NAME@RUN_DIR`` argument: NAME is
+    read from ``run_dir``, NAME@RUN_DIR from another run directory of the same data. The label
+    names that directory as ``command_line`` does (``sasrec@RUN2``), never by its path."""
+    parsed = [(name, Path(other) if other else Path(run_dir)) for name, _, other in (s.partition("@") for s in specs)]
+    names = run_names(run_dir, *(d for _, d in parsed))
+    return [(name if d == Path(run_dir) else f"{name}@{names[str(d)]}", name, d) for name, d in parsed]
 
 
 def write_results(stem: Path, results: dict, lines: list[str]) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark_io import command_line, machine_info, write_results
+from benchmark_io import command_line, machine_info, model_specs, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import length_batches
 from prismrec.evaluation.metrics import GROUPS, popularity_groups
@@ -70,10 +70,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="output stem (default: benchmarks/results/...)")
     args = parser.parse_args()
 
+    specs = model_specs(args.models, args.run_dir)
     results: dict[str, dict] = {}
-    for spec in tqdm(args.models, desc="models", unit="model"):
-        name, _, other_run = spec.partition("@")
-        run_dir = Path(other_run) if other_run else args.run_dir
+    for spec, name, run_dir in tqdm(specs, desc="models", unit="model"):
         cfg = select_model(load_config(run_dir / "config.yaml", args.overrides).recommender, name)
         model, ctx, _ = load_trained(run_dir, cfg, torch.device(args.device))
         item_group = popularity_groups(ctx.data.items["train_count"].to_numpy())
@@ -87,15 +86,13 @@ def main() -> None:
         print(f"{name}: losses of {', '.join(SPLITS)}", file=sys.stderr)
 
     date = dt.date.today().isoformat()
-    run_dirs = [args.run_dir] + [Path(s.partition("@")[2]) for s in args.models if "@" in s]
-    command = command_line(*run_dirs)
+    command = command_line(args.run_dir, *(run_dir for _, _, run_dir in specs))
     lines = [f"# Training loss on train / valid / test targets, {date}", "", f"`{command}`", "",
              "Mean of each loss part in eval mode (no dropout); train = a sample of "
              f"{args.train_sample} training examples. SASRec's `loss` and the ISR's `item` are the same "
              "quantity (full-softmax cross-entropy of the target item).", "",
              "| model | part | slice | train | valid | test | valid - train |", "|---|---|---|---|---|---|---|"]
-    for spec, splits in results.items():
-        label = spec.partition("@")[0]
+    for label, splits in results.items():
         parts = [p for p in splits["train"]["all"] if p != "examples"]
         for part in parts:
             for slice_name in ("all", *GROUPS):
@@ -104,7 +101,7 @@ def main() -> None:
                 v = [splits[s].get(slice_name, {}).get(part, float("nan")) for s in SPLITS]
                 lines.append(f"| {label} | {part} | {slice_name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[1] - v[0]:+.3f} |")
     stem = args.out or Path(__file__).parent / "results" / f"loss-gap-{date}"
-    write_results(stem, {"date": date, "command": command, "models": args.models, "train_sample": args.train_sample,
+    write_results(stem, {"date": date, "command": command, "models": list(results), "train_sample": args.train_sample,
                          "machine": machine_info(), "results": results}, lines)
     print("\n".join(lines))
 

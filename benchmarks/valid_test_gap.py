@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark_io import command_line, machine_info, write_results
+from benchmark_io import command_line, machine_info, model_specs, write_results
 from prismrec.config import load_config
 from prismrec.evaluation.evaluator import rank_examples
 from prismrec.evaluation.metrics import GROUPS, metrics_from_positions, popularity_groups, target_positions
@@ -50,13 +50,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="output stem (default: benchmarks/results/...)")
     args = parser.parse_args()
-    specs = args.models
-    labels = [m.partition("@")[0] for m in specs]
+    specs = model_specs(args.models, args.run_dir)
+    labels = [label for label, _, _ in specs]
 
     rows, shares = {}, {}
-    for name in specs:
-        name, _, other_run = name.partition("@")
-        run_dir = Path(other_run) if other_run else args.run_dir
+    for model_label, name, run_dir in specs:
         cfg = select_model(load_config(run_dir / "config.yaml", args.overrides).recommender, name)
         model, ctx, checkpoint = load_trained(run_dir, cfg, torch.device(args.device))
         train_count = ctx.data.items["train_count"].to_numpy()
@@ -68,12 +66,12 @@ def main() -> None:
                 shares.setdefault(label, {})[split] = float(mask.mean())
                 if mask.any():
                     m = metrics_from_positions(positions[mask], ks=(10,))
-                    rows.setdefault(label, {})[(name, split)] = (m["recall@10"], m["ndcg@10"])
-        print(f"{name}: ranked valid and test", file=sys.stderr)
+                    rows.setdefault(label, {})[(model_label, split)] = (m["recall@10"], m["ndcg@10"])
+        print(f"{model_label}: ranked valid and test", file=sys.stderr)
 
     date = dt.date.today().isoformat()
-    results = {"date": date, "command": command_line(args.run_dir),
-               "machine": machine_info(), "models": specs,
+    results = {"date": date, "command": command_line(args.run_dir, *(run_dir for _, _, run_dir in specs)),
+               "machine": machine_info(), "models": labels,
                "slices": {label: {"share": shares[label],
                                   **{f"{m}/{s}": {"recall@10": v[0], "ndcg@10": v[1]} for (m, s), v in r.items()}}
                           for label, r in rows.items()}}

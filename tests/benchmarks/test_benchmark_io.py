@@ -4,7 +4,7 @@ and never a path of the machine that measured them."""
 import sys
 from pathlib import Path
 
-from benchmark_io import command_line
+from benchmark_io import command_line, model_specs
 
 
 def test_the_run_directory_is_written_run(monkeypatch):
@@ -26,3 +26,12 @@ def test_paths_inside_a_run_directory_and_several_run_directories(monkeypatch):
 def test_without_run_directories_the_command_is_as_typed(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["cpu_dropout.py", "--steps", "3"])
     assert command_line() == "python benchmarks/cpu_dropout.py --steps 3"
+
+
+def test_models_of_other_run_directories_are_labelled_by_their_run_name():
+    specs = model_specs(["prism", "prism@/data/runs/b/", "sasrec-seed1@/data/runs/c", "tiger@/data/runs/b"], "/data/runs/a")
+    assert [label for label, _, _ in specs] == ["prism", "prism@RUN2", "sasrec-seed1@RUN3", "tiger@RUN2"]
+    assert [name for _, name, _ in specs] == ["prism", "prism", "sasrec-seed1", "tiger"]
+    assert [str(d) for _, _, d in specs] == ["/data/runs/a", "/data/runs/b", "/data/runs/c", "/data/runs/b"]
+    # the default run directory named with @ is the default run directory
+    assert model_specs(["pop@/data/runs/a/"], "/data/runs/a")[0][0] == "pop"
