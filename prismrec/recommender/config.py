@@ -15,6 +15,9 @@ class RecommenderConfig:
     encoder_layers: int = 4
     decoder_layers: int = 4
     d_ff: int = 1024
+    # residual, attention, feed-forward and input dropout of the backbone. On Beauty's CPU protocol
+    # 0.2 / 0.3 lower recall, the medium and long-tail thirds most, though they lower the item
+    # head's validation loss (benchmarks/results/beauty-cpu-dropout-2026-11-28.md)
     dropout: float = 0.1
     # score each depth's tokens with their input embeddings (T5-style weight tying, logits scaled
     # by d_model^-0.5) instead of separate output heads: a history item's tokens and the tokens
