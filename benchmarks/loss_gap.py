@@ -49,14 +49,18 @@ def loss_parts(model, examples, batch_size: int, device: str = "cpu") -> dict[st
 
 
 def loss_by_group(model, examples, item_group: np.ndarray, batch_size: int, device: str = "cpu") -> dict[str, dict]:
-    """``loss_parts`` over all examples and over those whose target is in each popularity group."""
+    """``loss_parts`` over the examples whose target is in each popularity group, and over all of
+    them (the groups' means weighted by their example counts: each example is in one group)."""
     group = item_group[examples.target]
-    out = {"all": {"examples": len(examples), **loss_parts(model, examples, batch_size, device)}}
+    out = {}
     for g, name in enumerate(GROUPS):
         index = np.flatnonzero(group == g)
         if len(index):
             out[name] = {"examples": len(index), **loss_parts(model, examples.subset(index), batch_size, device)}
-    return out
+    parts = [p for p in next(iter(out.values()), {}) if p != "examples"]  # calculate_loss's order
+    return {"all": {"examples": len(examples),
+                    **{p: sum(v[p] * v["examples"] for v in out.values()) / len(examples) for p in parts}},
+            **out}
 
 
 def main() -> None:

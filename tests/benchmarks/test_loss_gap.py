@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from loss_gap import loss_by_group, loss_parts
+from prismrec.baselines.sasrec import SASRec
 from prismrec.data.dataset import Examples
 from prismrec.recommender.base import Batch
-from prismrec.baselines.sasrec import SASRec
 
 
 def tiny_examples(n: int = 23, items: int = 9, width: int = 5) -> Examples:
