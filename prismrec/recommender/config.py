@@ -63,6 +63,12 @@ class RecommenderConfig:
     # hidden state at the last position (SASRec-CE's lead on Beauty is the most recent item,
     # benchmarks/results/recent-item-value-*). Needs item_head. Not in the paper; off by default
     item_head_recent: bool = False
+    # the item head scores by cosine: s * cos(query, item vector) + bias, s learnable (from
+    # isr.ITEM_COSINE_SCALE_INIT), instead of a dot product. A dot product lets an item's score grow with
+    # its vector's norm, which only frequent targets' gradients build up; a rare item then ranks by
+    # its direction alone (shaped by the SID tokens it shares), and the bias is where popularity can
+    # go. Needs item_head. Not in the paper; off by default
+    item_head_cosine: bool = False
     item_score_weight: float = 1.0
     # the weights validation tries, from one candidate pass: it keeps the one with the best NDCG@10
     # (stored with the best checkpoint, which is selected on that score); evaluation picks it on the

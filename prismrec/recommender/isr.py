@@ -40,6 +40,10 @@ from prismrec.recommender.dropout import Dropout
 from prismrec.recommender.transformer import Decoder, Encoder
 from prismrec.recommender.trie import SemanticIdTrie, beam_search, constrained_log_probs
 
+# starting s of the cosine item head (RecommenderConfig.item_head_cosine): a target's score can then
+# stand ~2s = 40 nats above the rest of a 12k-item catalog, and s is learnt from there
+ITEM_COSINE_SCALE_INIT = 20.0
+
 
 class DynamicSemanticIntegration(nn.Module):
     """DSI, Eq. 11-14: fuse continuous item features into each SID token embedding."""
@@ -225,6 +229,13 @@ class IntegratedSemanticRecommender(SequentialRecommender):
             nn.init.zeros_(self.recent_query.weight)
             nn.init.zeros_(self.recent_query.bias)
 
+        self.item_log_scale = None
+        if cfg.item_head_cosine:  # RecommenderConfig.item_head_cosine
+            if not cfg.item_head:
+                raise PrismrecError("recommender.item_head_cosine: cosine item scores need "
+                                    "recommender.item_head=true")
+            self.item_log_scale = nn.Parameter(torch.tensor(math.log(ITEM_COSINE_SCALE_INIT)))
+
         if cfg.item_head and any(not 0 <= w < math.inf for w in cfg.item_score_weights):
             raise PrismrecError(f"recommender.item_score_weights: expected finite weights >= 0, "
                                 f"got {cfg.item_score_weights}")
@@ -324,7 +335,11 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         query = first
         if self.recent_query is not None:
             query = query + self.recent_query(memory[:, -self.depth:].mean(1))
-        return F.linear(query * self.cfg.d_model ** -0.5, self.item_vectors(), self.item_bias).float().log_softmax(-1)
+        if self.item_log_scale is not None:  # s * cos: item_vectors() are unit vectors then
+            query = F.normalize(query, dim=-1) * self.item_log_scale.exp()
+        else:
+            query = query * self.cfg.d_model ** -0.5
+        return F.linear(query, self.item_vectors(), self.item_bias).float().log_softmax(-1)
 
     def item_vectors(self) -> torch.Tensor:
         """(num_items, d) the item head's item vectors. Without autograd (ranking) they are
@@ -339,6 +354,8 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         vectors = self.token_emb(self.item_tokens).mean(1)
         if self.item_emb is not None:
             vectors = vectors + self.cfg.item_emb_scale * self.item_emb.weight
+        if self.item_log_scale is not None:
+            vectors = F.normalize(vectors, dim=-1)
         self.__dict__["_item_vectors"] = (None if torch.is_grad_enabled()
                                           else ([weakref.ref(w) for w in weights], versions, vectors))
         return vectors

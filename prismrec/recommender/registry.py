@@ -3,8 +3,9 @@
 Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``prism``, ``prism-no-dsi``, ``prism-no-ssa-no-ats``, ..., ``tiger``, ``sasrec``,
 ``pop``, with ``-tied`` for tied output heads, ``-item-ids`` for item-id inputs, ``-item-head`` for the item
-head, ``-item-recent`` for its query reading the most recent item, ``-item-std<value>`` for item-id
-embeddings started from N(0, value), ``-item-scale<value>`` for item-id embeddings scaled by value,
+head, ``-item-recent`` for its query reading the most recent item, ``-item-cos`` for its cosine scores,
+``-item-std<value>`` for item-id embeddings started from N(0, value), ``-item-scale<value>`` for item-id
+embeddings scaled by value,
 ``-item-drop<value>`` for item-id rows dropped in training, ``-sids-<stage>`` for SIDs of another tokenizer
 stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``) and ``-seed{N}``
 appended when the seed is not 0.
@@ -26,7 +27,7 @@ MODEL_NAMES = ("prism", "tiger", "sasrec", "pop")
 SID_VARIANT = {"prism": "tokenizer", "tiger": "tokenizer-tiger"}
 # on/off variants of a generative model: (suffix in model directory names, config field), in name order
 FLAG_SUFFIXES = (("tied", "tie_heads"), ("item-ids", "item_id_input"), ("item-head", "item_head"),
-                 ("item-recent", "item_head_recent"))
+                 ("item-recent", "item_head_recent"), ("item-cos", "item_head_cosine"))
 # numeric settings of the item-id embeddings: (suffix, field), named only away from their default
 ITEM_ID_SUFFIXES = (("item-std", "item_emb_std"), ("item-scale", "item_emb_scale"), ("item-drop", "item_id_dropout"))
 DEFAULTS = RecommenderConfig()

@@ -531,6 +531,39 @@ def test_item_head_recent_query_reads_the_most_recent_item(ctx):
     assert torch.allclose(scores, wide.score_items(batch, items), atol=1e-4)
 
 
+def test_cosine_item_head_scores_by_direction_with_a_learnt_scale(ctx):
+    with pytest.raises(PrismrecError, match="item_head_cosine"):
+        build(ctx, item_head_cosine=True)
+    model = build(ctx, item_head=True, item_id_input=True, item_head_cosine=True).eval()
+    assert build(ctx, item_head=True).item_log_scale is None
+    batch = batch_of(ctx, "valid", size=8)
+    memory, pad = model.encode(batch)
+    first = model.first_output(memory, pad)
+    base = model.item_log_probs(first, memory)
+    # an item's score is s * cos(query, vector) + bias: lengthening its vector (what a frequent
+    # target's gradients do to a dot-product head) or the query changes nothing
+    with torch.no_grad():
+        tokens = model.token_emb(model.item_tokens[3]).mean(0)      # vector = tokens + C * item_emb
+        model.item_emb.weight[3] = 5.0 * model.item_emb.weight[3] + 4.0 * tokens / model.cfg.item_emb_scale
+    assert torch.allclose(model.item_log_probs(first, memory), base, atol=1e-5)
+    assert torch.allclose(model.item_log_probs(3.0 * first, memory), base, atol=1e-5)
+    # hand-computed: log-softmax of s * cos + bias
+    with torch.no_grad():
+        model.item_bias.normal_()
+    vectors = model.token_emb(model.item_tokens).mean(1) + model.cfg.item_emb_scale * model.item_emb.weight
+    cosine = F.cosine_similarity(first[:, None], vectors[None], dim=-1)
+    expected = (model.item_log_scale.exp() * cosine + model.item_bias).log_softmax(-1)
+    assert torch.allclose(model.item_log_probs(first, memory), expected, atol=1e-4)
+    # the scale is learnt through the item loss; ranking agrees with exhaustive scoring
+    model.train()
+    model.calculate_loss(batch_of(ctx))["loss"].backward()
+    assert model.item_log_scale.grad is not None and float(model.item_log_scale.grad) != 0
+    wide = build(ctx, item_head=True, item_id_input=True, item_head_cosine=True, beam_size=ctx.num_items).eval()
+    wide.load_state_dict(model.state_dict())
+    items, scores = wide.rank(batch, k=5)
+    assert torch.allclose(scores, wide.score_items(batch, items), atol=1e-4)
+
+
 def test_item_vectors_are_kept_for_ranking_and_rebuilt_when_a_weight_changes(ctx):
     model = trained_item_head(ctx)
 

@@ -37,6 +37,8 @@ def test_model_directory_names():
             == "prism-item-ids-item-head-item-scale32-item-drop0.25")
     assert (model_dir_name(cfg(item_id_input=True, item_head=True, item_head_recent=True, item_emb_scale=32.0))
             == "prism-item-ids-item-head-item-recent-item-scale32")
+    assert (model_dir_name(cfg(item_id_input=True, item_head=True, item_head_cosine=True, item_id_dropout=0.25))
+            == "prism-item-ids-item-head-item-cos-item-drop0.25")
     assert model_dir_name(cfg(sid_stage="tokenizer-prism-no-acd-dir")) == "prism-sids-prism-no-acd-dir"
     assert model_dir_name(cfg(sid_stage="tokenizer")) == "prism"             # its own SIDs, named as such
     assert model_dir_name(cfg(model="tiger", sid_stage="tokenizer")) == "tiger-sids-prism"
@@ -61,7 +63,9 @@ def test_model_directory_names_round_trip_through_their_overrides():
               cfg(item_id_input=True, item_emb_std=0.5, item_emb_scale=0.25, sid_stage="tokenizer-tiger"),
               cfg(item_id_input=True, item_head=True, item_id_dropout=0.5, seed=1),
               cfg(model="tiger", item_id_input=True, item_head=True, item_head_recent=True, item_emb_scale=32.0,
-                  item_id_dropout=0.25, seed=2)):
+                  item_id_dropout=0.25, seed=2),
+              cfg(item_id_input=True, item_head=True, item_head_cosine=True, item_emb_scale=32.0,
+                  sid_stage="tokenizer-tiger", seed=1)):
         name = model_dir_name(c)
         parsed = apply_overrides(PipelineConfig(), model_dir_overrides(name)).recommender
         assert model_dir_name(parsed) == name
