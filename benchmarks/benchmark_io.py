@@ -16,8 +16,24 @@ import torch
 from prismrec.artifacts import write_json, write_text
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
+    from prismrec.device import cpu_has_native_bf16
+
+    # the same VM size has come as an AMX Xeon (bf16 autocast on) and an AVX2 EPYC (float32, each
+    # training epoch ~30% longer): time-budgeted figures depend on which
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             # the dev machine is shared: a load above the core count slows every figure
             "load_average_1min_at_start": os.getloadavg()[0]}

@@ -35,3 +35,20 @@ def test_models_of_other_run_directories_are_labelled_by_their_run_name():
     assert [str(d) for _, _, d in specs] == ["/data/runs/a", "/data/runs/b", "/data/runs/c", "/data/runs/b"]
     # the default run directory named with @ is the default run directory
     assert model_specs(["pop@/data/runs/a/"], "/data/runs/a")[0][0] == "pop"
+
+
+def test_machine_info_names_the_cpu_and_whether_it_computes_bfloat16(monkeypatch):
+    import benchmark_io
+
+    monkeypatch.setattr(benchmark_io, "Path", lambda _: _FakeFile("processor\t: 0\nmodel name\t: Test CPU 9000\n"))
+    info = benchmark_io.machine_info()
+    assert info["cpu_model"] == "Test CPU 9000"
+    assert isinstance(info["cpu_native_bf16"], bool)
+
+
+class _FakeFile:
+    def __init__(self, text: str):
+        self.text = text
+
+    def read_text(self) -> str:
+        return self.text
