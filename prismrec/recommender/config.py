@@ -67,7 +67,8 @@ class RecommenderConfig:
     # isr.ITEM_COSINE_SCALE_INIT), instead of a dot product. A dot product lets an item's score grow with
     # its vector's norm, which only frequent targets' gradients build up; a rare item then ranks by
     # its direction alone (shaped by the SID tokens it shares), and the bias is where popularity can
-    # go. Needs item_head. Not in the paper; off by default
+    # go. Needs item_head. Not in the paper; off by default: on Beauty it matched the dot head's R@10
+    # and lowered the tail thirds (benchmarks/results/beauty-cpu-item-cos-2026-11-28.md)
     item_head_cosine: bool = False
     item_score_weight: float = 1.0
     # the weights validation tries, from one candidate pass: it keeps the one with the best NDCG@10
