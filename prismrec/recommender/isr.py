@@ -220,20 +220,17 @@ class IntegratedSemanticRecommender(SequentialRecommender):
         # ---- item-level output head (RecommenderConfig.item_head; not in the paper): its item
         # vectors are built from token_emb (and item_emb), so it only adds one bias per item
         self.item_bias = nn.Parameter(torch.zeros(num_items)) if cfg.item_head else None
+        for option in ("item_head_recent", "item_head_cosine"):  # options of the item head
+            if getattr(cfg, option) and not cfg.item_head:
+                raise PrismrecError(f"recommender.{option}: needs the item head, recommender.item_head=true")
         self.recent_query = None
         if cfg.item_head_recent:  # RecommenderConfig.item_head_recent: starts as the plain head
-            if not cfg.item_head:
-                raise PrismrecError("recommender.item_head_recent: the item head's query needs "
-                                    "recommender.item_head=true")
             self.recent_query = nn.Linear(d, d)
             nn.init.zeros_(self.recent_query.weight)
             nn.init.zeros_(self.recent_query.bias)
 
         self.item_log_scale = None
         if cfg.item_head_cosine:  # RecommenderConfig.item_head_cosine
-            if not cfg.item_head:
-                raise PrismrecError("recommender.item_head_cosine: cosine item scores need "
-                                    "recommender.item_head=true")
             self.item_log_scale = nn.Parameter(torch.tensor(math.log(ITEM_COSINE_SCALE_INIT)))
 
         if cfg.item_head and any(not 0 <= w < math.inf for w in cfg.item_score_weights):

@@ -5,10 +5,9 @@ Model directory names (``RUN_DIR/models/<name>``, ``RUN_DIR/eval/<name>``):
 ``pop``, with ``-tied`` for tied output heads, ``-item-ids`` for item-id inputs, ``-item-head`` for the item
 head, ``-item-recent`` for its query reading the most recent item, ``-item-cos`` for its cosine scores,
 ``-item-std<value>`` for item-id embeddings started from N(0, value), ``-item-scale<value>`` for item-id
-embeddings scaled by value,
-``-item-drop<value>`` for item-id rows dropped in training, ``-sids-<stage>`` for SIDs of another tokenizer
-stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``) and ``-seed{N}``
-appended when the seed is not 0.
+embeddings scaled by value, ``-item-drop<value>`` for item-id rows dropped in training, ``-sids-<stage>``
+for SIDs of another tokenizer stage (``prism-sids-prism-no-acd-dir`` reads ``tokenizer-prism-no-acd-dir``)
+and ``-seed{N}`` appended when the seed is not 0.
 """
 
 from __future__ import annotations

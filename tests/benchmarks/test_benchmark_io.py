@@ -37,18 +37,12 @@ def test_models_of_other_run_directories_are_labelled_by_their_run_name():
     assert model_specs(["pop@/data/runs/a/"], "/data/runs/a")[0][0] == "pop"
 
 
-def test_machine_info_names_the_cpu_and_whether_it_computes_bfloat16(monkeypatch):
+def test_machine_info_names_the_cpu_and_whether_it_computes_bfloat16(monkeypatch, tmp_path):
     import benchmark_io
 
-    monkeypatch.setattr(benchmark_io, "Path", lambda _: _FakeFile("processor\t: 0\nmodel name\t: Test CPU 9000\n"))
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\n")
+    monkeypatch.setattr(benchmark_io, "Path", lambda _: cpuinfo)
     info = benchmark_io.machine_info()
     assert info["cpu_model"] == "Test CPU 9000"
     assert isinstance(info["cpu_native_bf16"], bool)
-
-
-class _FakeFile:
-    def __init__(self, text: str):
-        self.text = text
-
-    def read_text(self) -> str:
-        return self.text
